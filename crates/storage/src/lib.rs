@@ -1,0 +1,33 @@
+//! Everything raftq persists, and the queue logic that decides what to persist.
+//!
+//! An enqueue reaches this crate as a [`Command`] inside an openraft log entry:
+//!
+//! 1. [`log_store::LogStore::append`] writes the entry to the Raft log's own
+//!    sled database, with a version byte and a checksum ([`codec`]), and tells
+//!    openraft it is durable only after the group-commit flush returned.
+//! 2. Once a majority has it, openraft calls
+//!    [`state_machine::StateMachine::apply`], which runs each command through the
+//!    pure queue logic ([`queue::Queues::apply`]) and writes every record the
+//!    command touched, plus the new `last_applied`, in one atomic sled batch.
+//! 3. [`snapshot`] streams the state to a file for lagging followers and log
+//!    compaction.
+//!
+//! The queue logic in [`queue`] has no I/O, no clock and no tokio: time enters
+//! only as the `now` the leader stamped on the command, so every replica that
+//! applies the same log reaches the same state.
+
+pub mod codec;
+pub mod command;
+pub mod error;
+pub mod keys;
+pub mod log_store;
+pub mod queue;
+pub mod snapshot;
+pub mod state_machine;
+pub mod types;
+
+pub use command::{Command, Response};
+pub use error::{Error, Refusal, Result};
+// pub use log_store::LogStore;
+// pub use state_machine::StateMachine;
+pub use types::{NodeId, TypeConfig};

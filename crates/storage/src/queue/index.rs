@@ -1,0 +1,387 @@
+//! One queue: its messages and the in-memory indexes that make receive cheap.
+//!
+//! The stored truth is [`QueueMeta`] plus the [`Message`]s and the dedup
+//! entries; everything else here is an index derived from them and the
+//! state machine clock, rebuilt by [`Queue::place`] when the state is loaded.
+//!
+//! Invariants (with `promoted_to` the latest time the queue was brought up to):
+//! - every message is in exactly one of: `timers` (its `visible_at` is after
+//!   `promoted_to`), `ready` (visible, and first of its group if it has one),
+//!   or neither (visible but waiting behind an earlier message of its group);
+//! - `groups[g]` holds the ids of all messages of group `g`; the first is the
+//!   group's head, the only one that may be delivered or leased;
+//! - `expiry` and `dedup_expiry` hold every message and dedup entry by the time
+//!   it lapses; `bytes` is the sum of message sizes.
+//!
+//! Every mutation records what it changed in `dirty_messages`/`dirty_dedup`,
+//! so the state machine writes exactly those records in its apply batch.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::queue::config::QueueConfig;
+use crate::queue::message::{Message, MessageId, QueueName, Timestamp};
+
+/// Running totals of a queue, for stats and metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Messages stored (duplicates not counted).
+    pub enqueued: u64,
+    /// Messages acked.
+    pub acked: u64,
+    /// Messages moved to the dead-letter queue, or dropped for lack of one,
+    /// after `max_deliveries`.
+    pub dead_lettered: u64,
+    /// Messages dropped past their TTL or retention.
+    pub expired: u64,
+    /// Messages dropped by `drop_oldest` overflow or purged.
+    pub dropped: u64,
+    /// Messages moved back out of this (dead-letter) queue by redrive.
+    pub redriven: u64,
+}
+
+/// What is persisted of a queue besides its messages.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueMeta {
+    /// The queue's name.
+    pub name: QueueName,
+    /// Its configuration.
+    pub config: QueueConfig,
+    /// The id the next enqueued message gets.
+    pub next_id: u64,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// Running totals.
+    pub counters: Counters,
+}
+
+/// A remembered dedup id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DedupEntry {
+    /// The id of the message first enqueued with it.
+    pub id: MessageId,
+    /// When it is forgotten.
+    pub expires_at: Timestamp,
+}
+
+/// One queue with its indexes.
+#[derive(Clone, Debug)]
+pub struct Queue {
+    /// Persistent metadata.
+    pub meta: QueueMeta,
+    messages: BTreeMap<MessageId, Message>,
+    ready: BTreeSet<MessageId>,
+    timers: BTreeSet<(Timestamp, MessageId)>,
+    promoted_to: Timestamp,
+    groups: HashMap<String, BTreeSet<MessageId>>,
+    expiry: BTreeSet<(Timestamp, MessageId)>,
+    dedup: HashMap<String, DedupEntry>,
+    dedup_expiry: BTreeSet<(Timestamp, String)>,
+    bytes: u64,
+    pub(crate) dirty_messages: BTreeSet<MessageId>,
+    pub(crate) dirty_dedup: BTreeSet<String>,
+}
+
+impl Queue {
+    /// An empty queue brought up to `now`.
+    pub fn new(meta: QueueMeta, now: Timestamp) -> Self {
+        Queue {
+            meta,
+            messages: BTreeMap::new(),
+            ready: BTreeSet::new(),
+            timers: BTreeSet::new(),
+            promoted_to: now,
+            groups: HashMap::new(),
+            expiry: BTreeSet::new(),
+            dedup: HashMap::new(),
+            dedup_expiry: BTreeSet::new(),
+            bytes: 0,
+            dirty_messages: BTreeSet::new(),
+            dirty_dedup: BTreeSet::new(),
+        }
+    }
+
+    /// The queue's name.
+    pub fn name(&self) -> &QueueName {
+        &self.meta.name
+    }
+
+    /// Its configuration.
+    pub fn config(&self) -> &QueueConfig {
+        &self.meta.config
+    }
+
+    /// All messages in id order.
+    pub fn messages(&self) -> impl Iterator<Item = &Message> {
+        self.messages.values()
+    }
+
+    /// One message.
+    pub fn message(&self, id: MessageId) -> Option<&Message> {
+        self.messages.get(&id)
+    }
+
+    /// How many messages it holds.
+    pub fn len(&self) -> u64 {
+        self.messages.len() as u64
+    }
+
+    /// Whether it holds no message.
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+
+    /// Message bytes it holds.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The dedup entries, for snapshots.
+    pub fn dedup_entries(&self) -> impl Iterator<Item = (&String, &DedupEntry)> {
+        self.dedup.iter()
+    }
+
+    /// One dedup entry.
+    pub fn dedup_entry(&self, dedup_id: &str) -> Option<&DedupEntry> {
+        self.dedup.get(dedup_id)
+    }
+
+    /// Whether a message may be delivered when visible: it has no group, or it
+    /// heads its group.
+    fn heads_its_group(&self, message: &Message) -> bool {
+        match &message.group {
+            None => true,
+            Some(group) => self
+                .groups
+                .get(group)
+                .and_then(|ids| ids.first())
+                .is_some_and(|&head| head == message.id),
+        }
+    }
+
+    /// Puts a message into the index its `visible_at` and group call for.
+    fn place(&mut self, id: MessageId) {
+        let message = &self.messages[&id];
+        if message.visible_at > self.promoted_to {
+            self.timers.insert((message.visible_at, id));
+        } else if self.heads_its_group(message) {
+            self.ready.insert(id);
+        }
+    }
+
+    /// Takes a message out of `ready` and `timers`.
+    fn unplace(&mut self, id: MessageId) {
+        let visible_at = self.messages[&id].visible_at;
+        self.timers.remove(&(visible_at, id));
+        self.ready.remove(&id);
+    }
+
+    /// Brings the indexes up to `now`: messages whose time has come move from
+    /// `timers` to `ready` (or wait behind their group's head).
+    pub fn promote(&mut self, now: Timestamp) {
+        if now <= self.promoted_to {
+            return;
+        }
+        self.promoted_to = now;
+        while let Some(&(visible_at, id)) = self.timers.first() {
+            if visible_at > now {
+                break;
+            }
+            self.timers.pop_first();
+            if self.heads_its_group(&self.messages[&id]) {
+                self.ready.insert(id);
+            }
+        }
+    }
+
+    /// Adds a message (new, moved in, or loaded from disk).
+    pub fn insert(&mut self, message: Message) {
+        let id = message.id;
+        debug_assert!(id.0 < self.meta.next_id, "message id {id} not yet assigned");
+        self.bytes += message.size();
+        self.expiry.insert((message.expires_at, id));
+        if let Some(group) = &message.group {
+            self.groups.entry(group.clone()).or_default().insert(id);
+        }
+        let previous = self.messages.insert(id, message);
+        assert!(previous.is_none(), "message id {id} inserted twice");
+        self.place(id);
+        self.dirty_messages.insert(id);
+    }
+
+    /// Removes a message and everything that indexes it; the next message of
+    /// its group, if any, becomes the head.
+    pub fn remove(&mut self, id: MessageId) -> Option<Message> {
+        if !self.messages.contains_key(&id) {
+            return None;
+        }
+        self.unplace(id);
+        let message = self.messages.remove(&id).expect("checked above");
+        self.bytes -= message.size();
+        self.expiry.remove(&(message.expires_at, id));
+        self.dirty_messages.insert(id);
+        if let Some(group) = &message.group {
+            let ids = self.groups.get_mut(group).expect("grouped message is in its group");
+            let was_head = ids.first() == Some(&id);
+            ids.remove(&id);
+            match ids.first().copied() {
+                None => {
+                    self.groups.remove(group);
+                }
+                Some(next) if was_head => {
+                    // The new head may have been visible and waiting.
+                    if self.messages[&next].visible_at <= self.promoted_to {
+                        self.ready.insert(next);
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+        Some(message)
+    }
+
+    /// Changes a message through `change`, keeping the indexes right. The
+    /// change must not touch its id, group, size or expiry.
+    pub fn update<R>(&mut self, id: MessageId, change: impl FnOnce(&mut Message) -> R) -> Option<R> {
+        if !self.messages.contains_key(&id) {
+            return None;
+        }
+        self.unplace(id);
+        let message = self.messages.get_mut(&id).expect("checked above");
+        let result = change(message);
+        self.place(id);
+        self.dirty_messages.insert(id);
+        Some(result)
+    }
+
+    /// The lowest-id ready message. The caller leases, dead-letters or drops
+    /// it, each of which takes it out of `ready`.
+    pub fn next_ready(&mut self) -> Option<MessageId> {
+        self.ready.first().copied()
+    }
+
+    /// Ids of messages whose expiry is at or before `now`.
+    pub fn expired(&self, now: Timestamp) -> Vec<MessageId> {
+        self.expiry
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .map(|&(_, id)| id)
+            .collect()
+    }
+
+    /// The lowest id in the queue.
+    pub fn oldest(&self) -> Option<MessageId> {
+        self.messages.keys().next().copied()
+    }
+
+    /// The message first enqueued with `dedup_id`, if remembered at `now`.
+    pub fn dedup_lookup(&self, dedup_id: &str, now: Timestamp) -> Option<MessageId> {
+        self.dedup
+            .get(dedup_id)
+            .filter(|entry| entry.expires_at > now)
+            .map(|entry| entry.id)
+    }
+
+    /// Remembers `dedup_id` for `id` until `expires_at`, replacing a lapsed entry.
+    pub fn dedup_insert(&mut self, dedup_id: String, entry: DedupEntry) {
+        self.dedup_expiry.insert((entry.expires_at, dedup_id.clone()));
+        if let Some(old) = self.dedup.insert(dedup_id.clone(), entry) {
+            self.dedup_expiry.remove(&(old.expires_at, dedup_id.clone()));
+        }
+        self.dirty_dedup.insert(dedup_id);
+    }
+
+    /// Forgets dedup ids whose window ended at or before `now`; returns how many.
+    pub fn dedup_trim(&mut self, now: Timestamp) -> u64 {
+        let mut trimmed = 0;
+        while let Some((at, _)) = self.dedup_expiry.first() {
+            if *at > now {
+                break;
+            }
+            let (_, dedup_id) = self.dedup_expiry.pop_first().expect("checked above");
+            self.dedup.remove(&dedup_id);
+            self.dirty_dedup.insert(dedup_id);
+            trimmed += 1;
+        }
+        trimmed
+    }
+
+    /// Forgets every dedup id (the queue is being deleted).
+    pub fn dedup_clear(&mut self) {
+        self.dirty_dedup.extend(self.dedup.drain().map(|(id, _)| id));
+        self.dedup_expiry.clear();
+    }
+
+    /// Removes every message; returns how many there were.
+    pub fn remove_all(&mut self) -> u64 {
+        let count = self.len();
+        self.dirty_messages.extend(self.messages.keys().copied());
+        self.messages.clear();
+        self.ready.clear();
+        self.timers.clear();
+        self.groups.clear();
+        self.expiry.clear();
+        self.bytes = 0;
+        count
+    }
+
+    /// Whether the indexes agree with the messages (for tests and debug
+    /// assertions): every message placed exactly where the invariants say.
+    pub fn check_indexes(&self) -> Result<(), String> {
+        let mut bytes = 0;
+        for message in self.messages.values() {
+            let id = message.id;
+            bytes += message.size();
+            let in_timers = self.timers.contains(&(message.visible_at, id));
+            let in_ready = self.ready.contains(&id);
+            let expect_timer = message.visible_at > self.promoted_to;
+            let expect_ready = !expect_timer && self.heads_its_group(message);
+            if in_timers != expect_timer || in_ready != expect_ready {
+                return Err(format!(
+                    "message {id}: in timers {in_timers} (want {expect_timer}), in ready {in_ready} (want {expect_ready})"
+                ));
+            }
+            if !self.expiry.contains(&(message.expires_at, id)) {
+                return Err(format!("message {id} missing from expiry index"));
+            }
+        }
+        if bytes != self.bytes {
+            return Err(format!("bytes {} but messages sum to {bytes}", self.bytes));
+        }
+        if self.timers.len() + self.ready.len() > self.messages.len() {
+            return Err("index holds ids that are not messages".into());
+        }
+        let leased_heads = self
+            .groups
+            .values()
+            .map(|ids| {
+                ids.iter()
+                    .filter(|id| self.messages[id].is_in_flight(self.promoted_to))
+                    .count()
+            })
+            .max()
+            .unwrap_or(0);
+        if leased_heads > 1 {
+            return Err("a group has more than one message in flight".into());
+        }
+        Ok(())
+    }
+}
+
+impl Queue {
+    /// Whether a dedup id's window ended at or before `now`.
+    pub fn dedup_due(&self, now: Timestamp) -> bool {
+        self.dedup_expiry.first().is_some_and(|(at, _)| *at <= now)
+    }
+
+    /// The earliest message expiry or dedup window end.
+    pub fn next_due(&self) -> Option<Timestamp> {
+        let message = self.expiry.first().map(|(at, _)| *at);
+        let dedup = self.dedup_expiry.first().map(|(at, _)| *at);
+        match (message, dedup) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}

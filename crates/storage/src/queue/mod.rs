@@ -1,0 +1,324 @@
+//! The queue state machine: pure, deterministic queue logic.
+//!
+//! [`Queues`] holds every queue and applies [`Command`]s to them. It has no
+//! I/O, no clock, no randomness and no tokio: time enters only as the `now`
+//! the leader stamped on a command, and the state's clock is the largest `now`
+//! seen so far, so it never runs backwards across leader changes. Two replicas
+//! that apply the same commands hold the same state and return the same
+//! responses; the property tests check this module against a simple model.
+//!
+//! What it deliberately does not do:
+//! - persist anything: each mutation marks the records it changed, and
+//!   [`crate::state_machine`] writes them (see [`Queues::drain_changes`]);
+//! - expire leases with commands: an expired lease needs no entry, the next
+//!   receive simply sees the message as ready again;
+//! - reject on timing: a `now` older than the clock is treated as the clock.
+//!
+//! Files, by command: [`admin`] (create, update, delete, purge),
+//! [`enqueue`], [`receive`] (with dead-lettering), [`ack`] (ack, nack, extend),
+//! [`expire`] (tick), [`redrive`], [`stats`]; [`index`] is one queue and its
+//! indexes, [`config`] and [`message`] the nouns.
+
+pub mod ack;
+pub mod admin;
+pub mod config;
+pub mod enqueue;
+pub mod expire;
+pub mod index;
+pub mod message;
+pub mod receive;
+pub mod redrive;
+pub mod stats;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+pub use config::{Overflow, QueueConfig};
+pub use index::{Counters, DedupEntry, Queue, QueueMeta};
+pub use message::{
+    Attributes, DeadLetter, Delivery, Lease, Message, MessageId, NewMessage, QueueName, Receipt,
+    Timestamp,
+};
+pub use stats::QueueStats;
+
+use crate::command::{Command, Response};
+use crate::error::Refusal;
+use crate::keys::Key;
+
+/// Most messages in one enqueue command.
+pub const MAX_ENQUEUE_MESSAGES: usize = 100;
+/// Most messages one receive may lease.
+pub const MAX_RECEIVE: u32 = 100;
+/// Most receipts in one ack, nack or extend.
+pub const MAX_RECEIPTS: usize = 100;
+/// Most commands in one batch entry.
+pub const MAX_BATCH_COMMANDS: usize = 4096;
+/// Most attributes on one message.
+pub const MAX_ATTRIBUTES: usize = 32;
+/// Longest attribute key, dedup id, group key or consumer name, in bytes.
+pub const MAX_KEY_BYTES: usize = 128;
+/// Longest nack reason, in bytes.
+pub const MAX_REASON_BYTES: usize = 1024;
+
+/// A persisted record as it is after an apply, for the state machine to write.
+#[derive(Debug)]
+pub enum Record<'a> {
+    /// A queue's metadata.
+    Queue(&'a QueueMeta),
+    /// A message.
+    Message(&'a Message),
+    /// A dedup entry.
+    Dedup(&'a DedupEntry),
+}
+
+/// Every queue, and the clock.
+#[derive(Clone, Debug, Default)]
+pub struct Queues {
+    clock: Timestamp,
+    queues: BTreeMap<QueueName, Queue>,
+    /// Queues changed since the last [`Queues::drain_changes`].
+    touched: BTreeSet<QueueName>,
+    /// Queues deleted since then, with the messages and dedup ids they held.
+    removed: Vec<(QueueName, BTreeSet<MessageId>, BTreeSet<String>)>,
+}
+
+impl Queues {
+    /// No queues, clock at zero.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The largest `now` applied so far.
+    pub fn clock(&self) -> Timestamp {
+        self.clock
+    }
+
+    /// Moves the clock forward to `now` (never back) and returns it.
+    pub fn advance_clock(&mut self, now: Timestamp) -> Timestamp {
+        self.clock = self.clock.max(now);
+        self.clock
+    }
+
+    /// Applies one command and returns its result. Refusals change nothing.
+    pub fn apply(&mut self, command: Command) -> Response {
+        match command {
+            Command::CreateQueue { name, config, now } => admin::create(self, name, config, now),
+            Command::UpdateQueue { name, config } => admin::update(self, name, config),
+            Command::DeleteQueue { name } => admin::delete(self, name),
+            Command::Purge { name } => admin::purge(self, name),
+            Command::Enqueue { queue, messages, now } => enqueue::apply(self, queue, messages, now),
+            Command::Receive { queue, max, visibility_ms, consumer, now } => {
+                receive::apply(self, queue, max, visibility_ms, consumer, now)
+            }
+            Command::Ack { queue, receipts } => ack::ack(self, queue, receipts),
+            Command::Nack { queue, receipts, delay_ms, reason, now } => {
+                ack::nack(self, queue, receipts, delay_ms, reason, now)
+            }
+            Command::Extend { queue, receipts, visibility_ms, now } => {
+                ack::extend(self, queue, receipts, visibility_ms, now)
+            }
+            Command::Tick { now } => expire::tick(self, now),
+            Command::Redrive { dlq, max, now } => redrive::apply(self, dlq, max, now),
+            Command::Batch(commands) => self.apply_batch(commands),
+        }
+    }
+
+    fn apply_batch(&mut self, commands: Vec<Command>) -> Response {
+        if commands.len() > MAX_BATCH_COMMANDS {
+            return Response::Refused(Refusal::InvalidArgument(format!(
+                "a batch holds at most {MAX_BATCH_COMMANDS} commands, not {}",
+                commands.len()
+            )));
+        }
+        let responses = commands
+            .into_iter()
+            .map(|command| match command {
+                Command::Batch(_) => Response::Refused(Refusal::InvalidArgument(
+                    "a batch cannot contain another batch".into(),
+                )),
+                command => self.apply(command),
+            })
+            .collect();
+        Response::Batch(responses)
+    }
+
+    /// One queue, if it exists.
+    pub fn get(&self, name: &QueueName) -> Option<&Queue> {
+        self.queues.get(name)
+    }
+
+    /// All queues in name order.
+    pub fn iter(&self) -> impl Iterator<Item = &Queue> {
+        self.queues.values()
+    }
+
+    /// A queue for a read: refuses a bad name or a missing queue.
+    pub fn lookup(&self, name: &QueueName) -> Result<&Queue, Refusal> {
+        name.validate()?;
+        self.queues
+            .get(name)
+            .ok_or_else(|| Refusal::QueueNotFound(name.to_string()))
+    }
+
+    /// A queue to change, brought up to the clock; marks it for writing.
+    pub(crate) fn lookup_mut(&mut self, name: &QueueName) -> Result<&mut Queue, Refusal> {
+        name.validate()?;
+        let clock = self.clock;
+        let queue = self
+            .queues
+            .get_mut(name)
+            .ok_or_else(|| Refusal::QueueNotFound(name.to_string()))?;
+        queue.promote(clock);
+        self.touched.insert(name.clone());
+        Ok(queue)
+    }
+
+    /// Adds a new queue and marks it for writing.
+    pub(crate) fn insert_queue(&mut self, queue: Queue) {
+        let name = queue.name().clone();
+        self.touched.insert(name.clone());
+        self.queues.insert(name, queue);
+    }
+
+    /// Removes a queue; its records are deleted at the next drain.
+    pub(crate) fn remove_queue(&mut self, name: &QueueName) -> Option<Queue> {
+        let mut queue = self.queues.remove(name)?;
+        queue.remove_all();
+        queue.dedup_clear();
+        self.touched.remove(name);
+        self.removed.push((
+            name.clone(),
+            std::mem::take(&mut queue.dirty_messages),
+            std::mem::take(&mut queue.dirty_dedup),
+        ));
+        Some(queue)
+    }
+
+    /// Hands every record changed since the last call to `visit`, as its key
+    /// and its new value (`None`: delete it), and forgets the changes. The
+    /// state machine calls this once per apply and writes the lot in one
+    /// atomic batch. Deletions of removed queues come first, so a queue
+    /// deleted and re-created in one apply ends up as the new one.
+    pub fn drain_changes(&mut self, mut visit: impl FnMut(Key, Option<Record<'_>>)) {
+        for (name, messages, dedup) in std::mem::take(&mut self.removed) {
+            for id in messages {
+                visit(Key::Message(name.clone(), id), None);
+            }
+            for dedup_id in dedup {
+                visit(Key::Dedup(name.clone(), dedup_id), None);
+            }
+            visit(Key::Queue(name), None);
+        }
+        for name in std::mem::take(&mut self.touched) {
+            let Some(queue) = self.queues.get_mut(&name) else {
+                continue;
+            };
+            let messages = std::mem::take(&mut queue.dirty_messages);
+            let dedup = std::mem::take(&mut queue.dirty_dedup);
+            let queue = &*queue;
+            for id in messages {
+                visit(
+                    Key::Message(name.clone(), id),
+                    queue.message(id).map(Record::Message),
+                );
+            }
+            for dedup_id in dedup {
+                let record = queue.dedup_entry(&dedup_id).map(Record::Dedup);
+                visit(Key::Dedup(name.clone(), dedup_id), record);
+            }
+            visit(Key::Queue(name), Some(Record::Queue(&queue.meta)));
+        }
+    }
+
+    /// Restores a queue read from disk (at open or snapshot install).
+    pub fn load_queue(&mut self, meta: QueueMeta) {
+        let name = meta.name.clone();
+        let queue = Queue::new(meta, self.clock);
+        self.queues.insert(name, queue);
+    }
+
+    /// Restores a message read from disk. Its queue must be loaded first.
+    pub fn load_message(&mut self, queue: &QueueName, message: Message) -> Result<(), String> {
+        let target = self
+            .queues
+            .get_mut(queue)
+            .ok_or_else(|| format!("message {} of unknown queue {queue}", message.id))?;
+        target.insert(message);
+        target.dirty_messages.clear();
+        Ok(())
+    }
+
+    /// Restores a dedup entry read from disk.
+    pub fn load_dedup(&mut self, queue: &QueueName, dedup_id: String, entry: DedupEntry) -> Result<(), String> {
+        let target = self
+            .queues
+            .get_mut(queue)
+            .ok_or_else(|| format!("dedup id of unknown queue {queue}"))?;
+        target.dedup_insert(dedup_id, entry);
+        target.dirty_dedup.clear();
+        Ok(())
+    }
+
+    /// Sets the clock of a state being loaded; call before loading queues.
+    pub fn load_clock(&mut self, clock: Timestamp) {
+        self.clock = clock;
+    }
+
+    /// Checks every queue's indexes (tests and debug assertions).
+    pub fn check_indexes(&self) -> Result<(), String> {
+        for queue in self.queues.values() {
+            queue
+                .check_indexes()
+                .map_err(|err| format!("queue {}: {err}", queue.name()))?;
+        }
+        Ok(())
+    }
+
+    /// A digest of the whole state (clock, queues, messages, dedup entries),
+    /// equal on replicas that applied the same log. FNV-1a over the encoded
+    /// records, in key order.
+    pub fn digest(&self) -> u64 {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut feed = |bytes: &[u8]| {
+            for &b in bytes {
+                hash ^= u64::from(b);
+                hash = hash.wrapping_mul(0x0100_0000_01b3);
+            }
+        };
+        feed(&self.clock.0.to_le_bytes());
+        for queue in self.queues.values() {
+            feed(&postcard::to_allocvec(&queue.meta).expect("meta encodes"));
+            for message in queue.messages() {
+                feed(&postcard::to_allocvec(message).expect("message encodes"));
+            }
+            let mut dedup: Vec<_> = queue.dedup_entries().collect();
+            dedup.sort_by(|a, b| a.0.cmp(b.0));
+            for (id, entry) in dedup {
+                feed(id.as_bytes());
+                feed(&postcard::to_allocvec(entry).expect("dedup encodes"));
+            }
+        }
+        hash
+    }
+}
+
+/// Checks a free-text key (dedup id, group, consumer, attribute key).
+pub(crate) fn check_key(what: &str, value: &str) -> Result<(), Refusal> {
+    if value.is_empty() || value.len() > MAX_KEY_BYTES {
+        return Err(Refusal::InvalidArgument(format!(
+            "{what} must be 1 to {MAX_KEY_BYTES} bytes, not {}",
+            value.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Checks the number of receipts in an ack, nack or extend.
+pub(crate) fn check_receipts(receipts: &[Receipt]) -> Result<(), Refusal> {
+    if receipts.is_empty() || receipts.len() > MAX_RECEIPTS {
+        return Err(Refusal::InvalidArgument(format!(
+            "give 1 to {MAX_RECEIPTS} receipts, not {}",
+            receipts.len()
+        )));
+    }
+    Ok(())
+}
