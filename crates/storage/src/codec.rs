@@ -127,6 +127,8 @@ mod tests {
         let mut bytes = encode(&1u32).expect("encode");
         bytes[0] = FORMAT_VERSION + 1;
         let err = decode::<u32>(&name, &bytes).expect_err("must fail");
-        assert!(matches!(err, Error::UnknownVersion { version, .. } if version == FORMAT_VERSION + 1));
+        assert!(
+            matches!(err, Error::UnknownVersion { version, .. } if version == FORMAT_VERSION + 1)
+        );
     }
 }

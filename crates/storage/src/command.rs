@@ -117,7 +117,11 @@ pub enum Command {
 
 impl Command {
     /// An enqueue of plain bodies (tests, benchmarks, examples).
-    pub fn enqueue(queue: &str, bodies: impl IntoIterator<Item = impl Into<bytes::Bytes>>, now: u64) -> Self {
+    pub fn enqueue(
+        queue: &str,
+        bodies: impl IntoIterator<Item = impl Into<bytes::Bytes>>,
+        now: u64,
+    ) -> Self {
         Command::Enqueue {
             queue: QueueName::new(queue),
             messages: bodies.into_iter().map(NewMessage::new).collect(),
@@ -162,15 +166,31 @@ impl fmt::Display for Command {
             Command::UpdateQueue { name, .. } => write!(f, "update {name}"),
             Command::DeleteQueue { name } => write!(f, "delete {name}"),
             Command::Purge { name } => write!(f, "purge {name}"),
-            Command::Enqueue { queue, messages, now } => {
+            Command::Enqueue {
+                queue,
+                messages,
+                now,
+            } => {
                 write!(f, "enqueue {queue} x{} @{}", messages.len(), now.0)
             }
-            Command::Receive { queue, max, now, .. } => write!(f, "receive {queue} max={max} @{}", now.0),
+            Command::Receive {
+                queue, max, now, ..
+            } => write!(f, "receive {queue} max={max} @{}", now.0),
             Command::Ack { queue, receipts } => write!(f, "ack {queue} x{}", receipts.len()),
-            Command::Nack { queue, receipts, now, .. } => {
+            Command::Nack {
+                queue,
+                receipts,
+                now,
+                ..
+            } => {
                 write!(f, "nack {queue} x{} @{}", receipts.len(), now.0)
             }
-            Command::Extend { queue, receipts, now, .. } => {
+            Command::Extend {
+                queue,
+                receipts,
+                now,
+                ..
+            } => {
                 write!(f, "extend {queue} x{} @{}", receipts.len(), now.0)
             }
             Command::Tick { now } => write!(f, "tick @{}", now.0),

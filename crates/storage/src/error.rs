@@ -71,7 +71,9 @@ pub enum Refusal {
     },
     /// The receipt belongs to an earlier lease: the message was delivered
     /// again since, or nacked. Its current holder acks it.
-    #[error("stale receipt: message {0} was leased again or released since this receipt was issued")]
+    #[error(
+        "stale receipt: message {0} was leased again or released since this receipt was issued"
+    )]
     ReceiptStale(u64),
     /// The message the receipt names is gone: acked, purged, expired or
     /// dead-lettered.

@@ -91,14 +91,19 @@ impl Key {
                 .iter()
                 .position(|&b| b == 0)
                 .ok_or_else(|| corrupt("no end of queue name"))?;
-            Ok((QueueName::new(utf8(&rest[..end])?), rest[end + 1..].to_vec()))
+            Ok((
+                QueueName::new(utf8(&rest[..end])?),
+                rest[end + 1..].to_vec(),
+            ))
         };
         match kind {
             APPLIED if rest.is_empty() => Ok(Key::Applied),
             QUEUE => Ok(Key::Queue(QueueName::new(utf8(rest)?))),
             MESSAGE => {
                 let (name, id) = split(rest)?;
-                let id: [u8; 8] = id.try_into().map_err(|_| corrupt("message id not 8 bytes"))?;
+                let id: [u8; 8] = id
+                    .try_into()
+                    .map_err(|_| corrupt("message id not 8 bytes"))?;
                 Ok(Key::Message(name, MessageId(u64::from_be_bytes(id))))
             }
             DEDUP => {

@@ -28,6 +28,6 @@ pub mod types;
 
 pub use command::{Command, Response};
 pub use error::{Error, Refusal, Result};
-// pub use log_store::LogStore;
-// pub use state_machine::StateMachine;
+pub use log_store::LogStore;
+pub use state_machine::StateMachine;
 pub use types::{NodeId, TypeConfig};

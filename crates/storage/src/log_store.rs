@@ -1,0 +1,355 @@
+//! The Raft log: openraft's log storage on its own sled database.
+//!
+//! The log has a sled `Db` to itself, because sled's flush covers every tree of
+//! a `Db`: sharing one with the state machine would make every log flush also
+//! write out state-machine pages. Two trees live in it: `log` (entries keyed by
+//! big-endian index) and `meta` (vote, committed log id, last purged log id).
+//!
+//! Durability rules:
+//! - an append is reported to openraft ([`LogFlushed::log_io_completed`]) only
+//!   after a flush that started after the append's write has returned;
+//! - vote, committed index, truncation and purge are flushed before their call
+//!   returns;
+//! - every entry is a checked record ([`crate::codec::encode_checked`]): a torn
+//!   or corrupted entry is reported as a storage error when read, never
+//!   applied.
+//!
+//! Group commit: `append` writes its entries into sled's buffers and hands the
+//! callback to the flusher thread. The flusher takes every callback that is
+//! waiting, runs one flush (one fdatasync), and completes them all. Under load
+//! many appends share each fsync; alone, an append costs one fsync, as it must.
+//! openraft does not wait for the callback before calling `append` again, so
+//! appends and flushes overlap.
+
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
+use openraft::{AnyError, ErrorSubject, ErrorVerb, OptionalSend, StorageIOError, Vote};
+use tokio::sync::mpsc;
+
+use crate::codec;
+use crate::error::{Error, Result};
+use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig};
+
+/// How many appends may wait for the flusher at once; `append` waits (and so
+/// slows openraft down) when the flusher falls this far behind.
+pub const FLUSH_QUEUE_CAPACITY: usize = 4096;
+
+/// sled's page cache for the log database. The log is written once and read
+/// back mostly while it is recent, so a small cache suffices.
+const LOG_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
+const VOTE: &[u8] = b"vote";
+const COMMITTED: &[u8] = b"committed";
+const LAST_PURGED: &[u8] = b"last_purged";
+
+/// Counters of the flusher, for metrics and benchmarks.
+#[derive(Debug, Default)]
+pub struct LogStats {
+    /// Group-commit flushes run.
+    pub flushes: AtomicU64,
+    /// Appends completed by those flushes.
+    pub flushed_appends: AtomicU64,
+    /// Total time spent in those flushes, in microseconds.
+    pub flush_micros: AtomicU64,
+}
+
+struct Inner {
+    db: sled::Db,
+    log: sled::Tree,
+    meta: sled::Tree,
+    flush_tx: mpsc::Sender<LogFlushed<TypeConfig>>,
+    stats: Arc<LogStats>,
+}
+
+/// The sled-backed Raft log store. Cloning shares the same store (the clone is
+/// also the log reader openraft's replication tasks use).
+#[derive(Clone)]
+pub struct LogStore {
+    inner: Arc<Inner>,
+}
+
+impl LogStore {
+    /// Opens (or creates) the log under `dir` and starts its flusher thread.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(LOG_CACHE_BYTES)
+            .mode(sled::Mode::HighThroughput)
+            .open()?;
+        let log = db.open_tree("log")?;
+        let meta = db.open_tree("meta")?;
+        let stats = Arc::new(LogStats::default());
+        let (flush_tx, flush_rx) = mpsc::channel(FLUSH_QUEUE_CAPACITY);
+        let flusher_db = db.clone();
+        let flusher_stats = stats.clone();
+        std::thread::Builder::new()
+            .name("raftq-log-flush".into())
+            .spawn(move || flusher(flusher_db, flush_rx, flusher_stats))?;
+        let store = LogStore {
+            inner: Arc::new(Inner {
+                db,
+                log,
+                meta,
+                flush_tx,
+                stats,
+            }),
+        };
+        store.remove_purged_leftovers()?;
+        Ok(store)
+    }
+
+    /// The flusher's counters.
+    pub fn stats(&self) -> Arc<LogStats> {
+        self.inner.stats.clone()
+    }
+
+    /// Bytes the log database occupies on disk.
+    pub fn size_on_disk(&self) -> Result<u64> {
+        Ok(self.inner.db.size_on_disk()?)
+    }
+
+    /// A purge writes `last_purged` before it removes entries; a crash in
+    /// between leaves entries at or below it, which are removed here.
+    fn remove_purged_leftovers(&self) -> Result<()> {
+        if let Some(purged) = self.read_meta::<LogId>(LAST_PURGED)? {
+            self.remove_range(..=purged.index)?;
+        }
+        Ok(())
+    }
+
+    fn read_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>> {
+        let what = || format!("log meta {:?}", String::from_utf8_lossy(key));
+        self.inner
+            .meta
+            .get(key)?
+            .map(|bytes| codec::decode_checked(&what, &bytes))
+            .transpose()
+    }
+
+    async fn write_meta<T: serde::Serialize>(&self, key: &[u8], value: &T) -> Result<()> {
+        self.inner.meta.insert(key, codec::encode_checked(value)?)?;
+        self.inner.db.flush_async().await?;
+        Ok(())
+    }
+
+    fn remove_range(&self, range: impl RangeBounds<u64>) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for key in self.inner.log.range(be_range(&range)).keys() {
+            batch.remove(key?);
+        }
+        self.inner.log.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Reads the entries in `range`, verifying each checksum and that the
+    /// indexes are contiguous.
+    pub fn read_entries(&self, range: impl RangeBounds<u64>) -> Result<Vec<Entry>> {
+        let mut entries: Vec<Entry> = Vec::new();
+        for item in self.inner.log.range(be_range(&range)) {
+            let (key, value) = item?;
+            let index = decode_index(&key)?;
+            let what = || format!("log entry {index}");
+            let entry: Entry = codec::decode_checked(&what, &value)?;
+            if entry.log_id.index != index {
+                return Err(Error::Corrupt {
+                    what: what(),
+                    why: format!("holds the entry of index {}", entry.log_id.index),
+                });
+            }
+            if let Some(previous) = entries.last() {
+                assert_eq!(
+                    previous.log_id.index + 1,
+                    index,
+                    "log indexes are contiguous"
+                );
+            }
+            entries.push(entry);
+        }
+        Ok(entries)
+    }
+
+    fn last_log_id(&self) -> Result<Option<LogId>> {
+        match self.inner.log.last()? {
+            None => Ok(None),
+            Some((key, value)) => {
+                let index = decode_index(&key)?;
+                let what = || format!("log entry {index}");
+                let entry: Entry = codec::decode_checked(&what, &value)?;
+                Ok(Some(entry.log_id))
+            }
+        }
+    }
+}
+
+/// The flusher thread: one flush for every append waiting, then completes them.
+fn flusher(db: sled::Db, mut rx: mpsc::Receiver<LogFlushed<TypeConfig>>, stats: Arc<LogStats>) {
+    let mut waiting = Vec::new();
+    while let Some(first) = rx.blocking_recv() {
+        waiting.push(first);
+        while let Ok(next) = rx.try_recv() {
+            waiting.push(next);
+        }
+        let started = std::time::Instant::now();
+        let result = db.flush();
+        stats.flushes.fetch_add(1, Ordering::Relaxed);
+        stats
+            .flushed_appends
+            .fetch_add(waiting.len() as u64, Ordering::Relaxed);
+        stats
+            .flush_micros
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        match result {
+            Ok(_) => {
+                for callback in waiting.drain(..) {
+                    callback.log_io_completed(Ok(()));
+                }
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "log flush failed");
+                for callback in waiting.drain(..) {
+                    callback.log_io_completed(Err(std::io::Error::other(err.to_string())));
+                }
+            }
+        }
+    }
+}
+
+fn decode_index(key: &[u8]) -> Result<u64> {
+    let bytes: [u8; 8] = key.try_into().map_err(|_| Error::Corrupt {
+        what: format!("log key {key:02x?}"),
+        why: "not 8 bytes".into(),
+    })?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+fn be_range(range: &impl RangeBounds<u64>) -> (Bound<[u8; 8]>, Bound<[u8; 8]>) {
+    let map = |bound: Bound<&u64>| match bound {
+        Bound::Included(i) => Bound::Included(i.to_be_bytes()),
+        Bound::Excluded(i) => Bound::Excluded(i.to_be_bytes()),
+        Bound::Unbounded => Bound::Unbounded,
+    };
+    (map(range.start_bound()), map(range.end_bound()))
+}
+
+fn storage_error(subject: ErrorSubject<NodeId>, verb: ErrorVerb, err: &Error) -> StorageError {
+    StorageIOError::new(subject, verb, AnyError::new(err)).into()
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> std::result::Result<Vec<Entry>, StorageError> {
+        self.read_entries(range)
+            .map_err(|err| storage_error(ErrorSubject::Logs, ErrorVerb::Read, &err))
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> std::result::Result<LogState<TypeConfig>, StorageError> {
+        let read = || -> Result<LogState<TypeConfig>> {
+            let last_purged_log_id = self.read_meta::<LogId>(LAST_PURGED)?;
+            let last_log_id = self.last_log_id()?.or(last_purged_log_id);
+            Ok(LogState {
+                last_purged_log_id,
+                last_log_id,
+            })
+        };
+        read().map_err(|err| storage_error(ErrorSubject::Logs, ErrorVerb::Read, &err))
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> std::result::Result<(), StorageError> {
+        self.write_meta(VOTE, vote)
+            .await
+            .map_err(|err| storage_error(ErrorSubject::Vote, ErrorVerb::Write, &err))
+    }
+
+    async fn read_vote(&mut self) -> std::result::Result<Option<Vote<NodeId>>, StorageError> {
+        self.read_meta(VOTE)
+            .map_err(|err| storage_error(ErrorSubject::Vote, ErrorVerb::Read, &err))
+    }
+
+    async fn save_committed(
+        &mut self,
+        committed: Option<LogId>,
+    ) -> std::result::Result<(), StorageError> {
+        self.write_meta(COMMITTED, &committed)
+            .await
+            .map_err(|err| storage_error(ErrorSubject::Store, ErrorVerb::Write, &err))
+    }
+
+    async fn read_committed(&mut self) -> std::result::Result<Option<LogId>, StorageError> {
+        self.read_meta::<Option<LogId>>(COMMITTED)
+            .map(Option::flatten)
+            .map_err(|err| storage_error(ErrorSubject::Store, ErrorVerb::Read, &err))
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> std::result::Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let write = || -> Result<()> {
+            let mut batch = sled::Batch::default();
+            let mut previous: Option<u64> = None;
+            for entry in entries {
+                let index = entry.log_id.index;
+                if let Some(previous) = previous {
+                    assert_eq!(previous + 1, index, "appended entries are contiguous");
+                }
+                previous = Some(index);
+                batch.insert(&index.to_be_bytes(), codec::encode_checked(&entry)?);
+            }
+            self.inner.log.apply_batch(batch)?;
+            Ok(())
+        };
+        write().map_err(|err| storage_error(ErrorSubject::Logs, ErrorVerb::Write, &err))?;
+        self.inner.flush_tx.send(callback).await.map_err(|_| {
+            let err = Error::Io(std::io::Error::other("log flusher thread has stopped"));
+            storage_error(ErrorSubject::Logs, ErrorVerb::Write, &err)
+        })
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> std::result::Result<(), StorageError> {
+        let result = async {
+            self.remove_range(log_id.index..)?;
+            self.inner.db.flush_async().await?;
+            Ok::<_, Error>(())
+        };
+        result
+            .await
+            .map_err(|err| storage_error(ErrorSubject::Logs, ErrorVerb::Delete, &err))
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> std::result::Result<(), StorageError> {
+        let result = async {
+            if let Some(purged) = self.read_meta::<LogId>(LAST_PURGED)? {
+                if purged.index >= log_id.index {
+                    return Ok(());
+                }
+            }
+            self.write_meta(LAST_PURGED, &log_id).await?;
+            self.remove_range(..=log_id.index)?;
+            self.inner.db.flush_async().await?;
+            Ok::<_, Error>(())
+        };
+        result
+            .await
+            .map_err(|err| storage_error(ErrorSubject::Logs, ErrorVerb::Delete, &err))
+    }
+}

@@ -10,7 +10,9 @@ use crate::command::Response;
 use crate::error::Refusal;
 use crate::queue::config::{MAX_VISIBILITY_TIMEOUT_MS, MIN_VISIBILITY_TIMEOUT_MS};
 use crate::queue::message::truncate;
-use crate::queue::{check_receipts, Queue, QueueName, Queues, Receipt, Timestamp, MAX_REASON_BYTES};
+use crate::queue::{
+    check_receipts, Queue, QueueName, Queues, Receipt, Timestamp, MAX_REASON_BYTES,
+};
 
 /// Deletes each message whose current lease matches its receipt.
 pub fn ack(queues: &mut Queues, name: QueueName, receipts: Vec<Receipt>) -> Response {
@@ -119,8 +121,8 @@ pub fn extend(
             queue.update(receipt.message, |message| {
                 let lease = message.lease.as_mut().expect("receipt matched a lease");
                 lease.deadline = deadline;
-                message.visible_at = deadline
-                    .plus_ms(config.retry_backoff_ms(message.id.0, message.delivery_count));
+                message.visible_at =
+                    deadline.plus_ms(config.retry_backoff_ms(message.id.0, message.delivery_count));
             });
             Ok(deadline)
         })

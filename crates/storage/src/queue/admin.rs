@@ -6,7 +6,12 @@ use crate::queue::{Counters, Queue, QueueConfig, QueueMeta, QueueName, Queues, T
 
 /// Creates a queue. The same config again is a no-op (`created: false`);
 /// a different one is refused.
-pub fn create(queues: &mut Queues, name: QueueName, config: QueueConfig, now: Timestamp) -> Response {
+pub fn create(
+    queues: &mut Queues,
+    name: QueueName,
+    config: QueueConfig,
+    now: Timestamp,
+) -> Response {
     let now = queues.advance_clock(now);
     if let Err(refusal) = check_config(queues, &name, &config) {
         return Response::Refused(refusal);

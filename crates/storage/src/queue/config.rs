@@ -124,7 +124,9 @@ impl QueueConfig {
         if let Some(dlq) = &self.dead_letter_queue {
             dlq.validate()?;
             if dlq == name {
-                return bad(format!("queue {name:?} cannot be its own dead_letter_queue"));
+                return bad(format!(
+                    "queue {name:?} cannot be its own dead_letter_queue"
+                ));
             }
         }
         if self.retry_backoff_min_ms > self.retry_backoff_max_ms {
@@ -245,7 +247,10 @@ mod tests {
             for delivery in 1..20 {
                 let b = config.retry_backoff_ms(id, delivery);
                 let full = (100u64 << (delivery - 1).min(40)).min(10_000);
-                assert!(b >= full / 2 && b <= full, "id {id} delivery {delivery}: {b}");
+                assert!(
+                    b >= full / 2 && b <= full,
+                    "id {id} delivery {delivery}: {b}"
+                );
                 assert_eq!(b, config.retry_backoff_ms(id, delivery));
             }
         }
@@ -256,15 +261,70 @@ mod tests {
     fn each_broken_rule_is_named() {
         let name = QueueName::new("q");
         let cases: Vec<(QueueConfig, &str)> = vec![
-            (QueueConfig { visibility_timeout_ms: 10, ..Default::default() }, "visibility_timeout_ms"),
-            (QueueConfig { dead_letter_queue: Some(name.clone()), ..Default::default() }, "own dead_letter_queue"),
-            (QueueConfig { retry_backoff_min_ms: 5, retry_backoff_max_ms: 1, ..Default::default() }, "retry_backoff_min_ms"),
-            (QueueConfig { retention_ms: 1, ..Default::default() }, "retention_ms"),
-            (QueueConfig { message_ttl_ms: Some(1), ..Default::default() }, "message_ttl_ms"),
-            (QueueConfig { max_length: Some(0), ..Default::default() }, "max_length"),
-            (QueueConfig { max_message_bytes: 0, ..Default::default() }, "max_message_bytes"),
-            (QueueConfig { default_delay_ms: 16 * MINUTE, ..Default::default() }, "default_delay_ms"),
-            (QueueConfig { dedup_window_ms: 2 * DAY, ..Default::default() }, "dedup_window_ms"),
+            (
+                QueueConfig {
+                    visibility_timeout_ms: 10,
+                    ..Default::default()
+                },
+                "visibility_timeout_ms",
+            ),
+            (
+                QueueConfig {
+                    dead_letter_queue: Some(name.clone()),
+                    ..Default::default()
+                },
+                "own dead_letter_queue",
+            ),
+            (
+                QueueConfig {
+                    retry_backoff_min_ms: 5,
+                    retry_backoff_max_ms: 1,
+                    ..Default::default()
+                },
+                "retry_backoff_min_ms",
+            ),
+            (
+                QueueConfig {
+                    retention_ms: 1,
+                    ..Default::default()
+                },
+                "retention_ms",
+            ),
+            (
+                QueueConfig {
+                    message_ttl_ms: Some(1),
+                    ..Default::default()
+                },
+                "message_ttl_ms",
+            ),
+            (
+                QueueConfig {
+                    max_length: Some(0),
+                    ..Default::default()
+                },
+                "max_length",
+            ),
+            (
+                QueueConfig {
+                    max_message_bytes: 0,
+                    ..Default::default()
+                },
+                "max_message_bytes",
+            ),
+            (
+                QueueConfig {
+                    default_delay_ms: 16 * MINUTE,
+                    ..Default::default()
+                },
+                "default_delay_ms",
+            ),
+            (
+                QueueConfig {
+                    dedup_window_ms: 2 * DAY,
+                    ..Default::default()
+                },
+                "dedup_window_ms",
+            ),
         ];
         for (config, rule) in cases {
             let err = config.validate(&name).expect_err(rule);

@@ -16,7 +16,12 @@ use crate::queue::{
 };
 
 /// Applies an enqueue command.
-pub fn apply(queues: &mut Queues, name: QueueName, messages: Vec<NewMessage>, now: Timestamp) -> Response {
+pub fn apply(
+    queues: &mut Queues,
+    name: QueueName,
+    messages: Vec<NewMessage>,
+    now: Timestamp,
+) -> Response {
     let now = queues.advance_clock(now);
     if messages.is_empty() || messages.len() > MAX_ENQUEUE_MESSAGES {
         return Response::Refused(Refusal::InvalidArgument(format!(
@@ -39,7 +44,10 @@ fn enqueue_one(queue: &mut Queue, new: NewMessage, now: Timestamp) -> Result<Enq
     check_message(queue, &new)?;
     if let Some(dedup_id) = &new.dedup_id {
         if let Some(id) = queue.dedup_lookup(dedup_id, now) {
-            return Ok(Enqueued { id, duplicate: true });
+            return Ok(Enqueued {
+                id,
+                duplicate: true,
+            });
         }
     }
     let size = message_size(&new.body, &new.attributes);
@@ -67,7 +75,10 @@ fn enqueue_one(queue: &mut Queue, new: NewMessage, now: Timestamp) -> Result<Enq
     queue.meta.next_id += 1;
     queue.meta.counters.enqueued += 1;
     queue.insert(message);
-    Ok(Enqueued { id, duplicate: false })
+    Ok(Enqueued {
+        id,
+        duplicate: false,
+    })
 }
 
 /// Refuses a malformed message, naming the rule.

@@ -222,7 +222,10 @@ impl Queue {
         self.expiry.remove(&(message.expires_at, id));
         self.dirty_messages.insert(id);
         if let Some(group) = &message.group {
-            let ids = self.groups.get_mut(group).expect("grouped message is in its group");
+            let ids = self
+                .groups
+                .get_mut(group)
+                .expect("grouped message is in its group");
             let was_head = ids.first() == Some(&id);
             ids.remove(&id);
             match ids.first().copied() {
@@ -243,7 +246,11 @@ impl Queue {
 
     /// Changes a message through `change`, keeping the indexes right. The
     /// change must not touch its id, group, size or expiry.
-    pub fn update<R>(&mut self, id: MessageId, change: impl FnOnce(&mut Message) -> R) -> Option<R> {
+    pub fn update<R>(
+        &mut self,
+        id: MessageId,
+        change: impl FnOnce(&mut Message) -> R,
+    ) -> Option<R> {
         if !self.messages.contains_key(&id) {
             return None;
         }
@@ -285,9 +292,11 @@ impl Queue {
 
     /// Remembers `dedup_id` for `id` until `expires_at`, replacing a lapsed entry.
     pub fn dedup_insert(&mut self, dedup_id: String, entry: DedupEntry) {
-        self.dedup_expiry.insert((entry.expires_at, dedup_id.clone()));
+        self.dedup_expiry
+            .insert((entry.expires_at, dedup_id.clone()));
         if let Some(old) = self.dedup.insert(dedup_id.clone(), entry) {
-            self.dedup_expiry.remove(&(old.expires_at, dedup_id.clone()));
+            self.dedup_expiry
+                .remove(&(old.expires_at, dedup_id.clone()));
         }
         self.dirty_dedup.insert(dedup_id);
     }
@@ -309,7 +318,8 @@ impl Queue {
 
     /// Forgets every dedup id (the queue is being deleted).
     pub fn dedup_clear(&mut self) {
-        self.dirty_dedup.extend(self.dedup.drain().map(|(id, _)| id));
+        self.dirty_dedup
+            .extend(self.dedup.drain().map(|(id, _)| id));
         self.dedup_expiry.clear();
     }
 

@@ -257,7 +257,9 @@ impl Message {
 
     /// Whether a consumer holds it now (a lease whose deadline is still ahead).
     pub fn is_in_flight(&self, now: Timestamp) -> bool {
-        self.lease.as_ref().is_some_and(|lease| lease.deadline > now)
+        self.lease
+            .as_ref()
+            .is_some_and(|lease| lease.deadline > now)
     }
 }
 

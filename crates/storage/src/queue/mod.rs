@@ -105,17 +105,32 @@ impl Queues {
             Command::UpdateQueue { name, config } => admin::update(self, name, config),
             Command::DeleteQueue { name } => admin::delete(self, name),
             Command::Purge { name } => admin::purge(self, name),
-            Command::Enqueue { queue, messages, now } => enqueue::apply(self, queue, messages, now),
-            Command::Receive { queue, max, visibility_ms, consumer, now } => {
-                receive::apply(self, queue, max, visibility_ms, consumer, now)
-            }
+            Command::Enqueue {
+                queue,
+                messages,
+                now,
+            } => enqueue::apply(self, queue, messages, now),
+            Command::Receive {
+                queue,
+                max,
+                visibility_ms,
+                consumer,
+                now,
+            } => receive::apply(self, queue, max, visibility_ms, consumer, now),
             Command::Ack { queue, receipts } => ack::ack(self, queue, receipts),
-            Command::Nack { queue, receipts, delay_ms, reason, now } => {
-                ack::nack(self, queue, receipts, delay_ms, reason, now)
-            }
-            Command::Extend { queue, receipts, visibility_ms, now } => {
-                ack::extend(self, queue, receipts, visibility_ms, now)
-            }
+            Command::Nack {
+                queue,
+                receipts,
+                delay_ms,
+                reason,
+                now,
+            } => ack::nack(self, queue, receipts, delay_ms, reason, now),
+            Command::Extend {
+                queue,
+                receipts,
+                visibility_ms,
+                now,
+            } => ack::extend(self, queue, receipts, visibility_ms, now),
             Command::Tick { now } => expire::tick(self, now),
             Command::Redrive { dlq, max, now } => redrive::apply(self, dlq, max, now),
             Command::Batch(commands) => self.apply_batch(commands),
@@ -248,7 +263,12 @@ impl Queues {
     }
 
     /// Restores a dedup entry read from disk.
-    pub fn load_dedup(&mut self, queue: &QueueName, dedup_id: String, entry: DedupEntry) -> Result<(), String> {
+    pub fn load_dedup(
+        &mut self,
+        queue: &QueueName,
+        dedup_id: String,
+        entry: DedupEntry,
+    ) -> Result<(), String> {
         let target = self
             .queues
             .get_mut(queue)

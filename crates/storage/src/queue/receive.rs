@@ -55,7 +55,9 @@ pub fn apply(
             queue.meta.counters.dead_lettered += 1;
         } else {
             let delivery = queue
-                .update(id, |message| lease(message, &consumer, now, visibility, &config))
+                .update(id, |message| {
+                    lease(message, &consumer, now, visibility, &config)
+                })
                 .expect("ready ids are messages");
             deliveries.push(delivery);
         }

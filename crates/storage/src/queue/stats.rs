@@ -75,7 +75,10 @@ pub fn of(queue: &Queue, now: Timestamp) -> QueueStats {
 }
 
 /// Names of the queues that dead-letter into `name`.
-pub fn dead_letter_sources<'a>(queues: impl Iterator<Item = &'a Queue>, name: &QueueName) -> Vec<String> {
+pub fn dead_letter_sources<'a>(
+    queues: impl Iterator<Item = &'a Queue>,
+    name: &QueueName,
+) -> Vec<String> {
     queues
         .filter(|q| q.config().dead_letter_queue.as_ref() == Some(name))
         .map(|q| q.name().to_string())
