@@ -62,8 +62,23 @@ struct Inner {
     db: sled::Db,
     log: sled::Tree,
     meta: sled::Tree,
-    flush_tx: mpsc::Sender<LogFlushed<TypeConfig>>,
+    /// `None` only while dropping.
+    flush_tx: Option<mpsc::Sender<LogFlushed<TypeConfig>>>,
+    flusher: Option<std::thread::JoinHandle<()>>,
     stats: Arc<LogStats>,
+}
+
+impl Drop for Inner {
+    /// Stops the flusher after it has completed every waiting append, so the
+    /// database is closed (and its lock released) when the last clone drops.
+    fn drop(&mut self) {
+        drop(self.flush_tx.take());
+        if let Some(flusher) = self.flusher.take() {
+            if flusher.join().is_err() {
+                tracing::error!("log flusher thread panicked");
+            }
+        }
+    }
 }
 
 /// The sled-backed Raft log store. Cloning shares the same store (the clone is
@@ -76,18 +91,19 @@ pub struct LogStore {
 impl LogStore {
     /// Opens (or creates) the log under `dir` and starts its flusher thread.
     pub fn open(dir: &Path) -> Result<Self> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(LOG_CACHE_BYTES)
-            .mode(sled::Mode::HighThroughput)
-            .open()?;
+        let db = open_sled(
+            sled::Config::new()
+                .path(dir)
+                .cache_capacity(LOG_CACHE_BYTES)
+                .mode(sled::Mode::HighThroughput),
+        )?;
         let log = db.open_tree("log")?;
         let meta = db.open_tree("meta")?;
         let stats = Arc::new(LogStats::default());
         let (flush_tx, flush_rx) = mpsc::channel(FLUSH_QUEUE_CAPACITY);
         let flusher_db = db.clone();
         let flusher_stats = stats.clone();
-        std::thread::Builder::new()
+        let flusher = std::thread::Builder::new()
             .name("raftq-log-flush".into())
             .spawn(move || flusher(flusher_db, flush_rx, flusher_stats))?;
         let store = LogStore {
@@ -95,7 +111,8 @@ impl LogStore {
                 db,
                 log,
                 meta,
-                flush_tx,
+                flush_tx: Some(flush_tx),
+                flusher: Some(flusher),
                 stats,
             }),
         };
@@ -182,6 +199,28 @@ impl LogStore {
                 let entry: Entry = codec::decode_checked(&what, &value)?;
                 Ok(Some(entry.log_id))
             }
+        }
+    }
+}
+
+/// How long opening a database waits for a lock that a closing handle of
+/// this same process still holds: sled's background threads release the
+/// database file a moment after the last handle drops.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Opens a sled database, waiting up to [`LOCK_WAIT`] for its file lock. A
+/// lock held longer (another live process on the same directory) is an error.
+pub(crate) fn open_sled(config: sled::Config) -> Result<sled::Db> {
+    let started = std::time::Instant::now();
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(err))
+                if err.to_string().contains("could not acquire lock")
+                    && started.elapsed() < LOCK_WAIT =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            result => return Ok(result?),
         }
     }
 }
@@ -319,7 +358,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Ok(())
         };
         write().map_err(|err| storage_error(ErrorSubject::Logs, ErrorVerb::Write, &err))?;
-        self.inner.flush_tx.send(callback).await.map_err(|_| {
+        let flush_tx = self.inner.flush_tx.as_ref().expect("set until drop");
+        flush_tx.send(callback).await.map_err(|_| {
             let err = Error::Io(std::io::Error::other("log flusher thread has stopped"));
             storage_error(ErrorSubject::Logs, ErrorVerb::Write, &err)
         })

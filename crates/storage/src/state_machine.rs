@@ -170,10 +170,11 @@ impl StateMachine {
     /// Opens (or creates) the state machine under `dir`: the state database in
     /// `dir/state`, snapshots in `dir/snapshots`.
     pub fn open(dir: &Path) -> Result<Self> {
-        let db = sled::Config::new()
-            .path(dir.join("state"))
-            .cache_capacity(STATE_CACHE_BYTES)
-            .open()?;
+        let db = crate::log_store::open_sled(
+            sled::Config::new()
+                .path(dir.join("state"))
+                .cache_capacity(STATE_CACHE_BYTES),
+        )?;
         let active = match db.get(ACTIVE_TREE)? {
             Some(name) => String::from_utf8_lossy(&name).into_owned(),
             None => format!("{STATE_TREE_PREFIX}0"),

@@ -63,10 +63,10 @@ pub fn nack(
     };
     let config = queue.config().clone();
     if let Some(delay) = delay_ms {
-        if delay > config.max_delay_ms {
+        if delay > config.delay_cap_ms() {
             return Response::Refused(Refusal::InvalidArgument(format!(
                 "delay_ms {delay} exceeds max_delay_ms {} of queue {:?}",
-                config.max_delay_ms,
+                config.delay_cap_ms(),
                 truncate(name.as_str(), 128)
             )));
         }

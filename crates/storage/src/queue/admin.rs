@@ -88,7 +88,8 @@ fn check_config(queues: &Queues, name: &QueueName, config: &QueueConfig) -> Resu
     if let Some(dlq) = &config.dead_letter_queue {
         if queues.get(dlq).is_none() {
             return Err(Refusal::InvalidArgument(format!(
-                "dead_letter_queue {dlq:?} does not exist: create it first"
+                "dead_letter_queue {:?} does not exist: create it first",
+                dlq.as_str()
             )));
         }
     }

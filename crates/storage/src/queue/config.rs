@@ -79,8 +79,8 @@ pub struct QueueConfig {
     pub max_message_bytes: u64,
     /// Delay applied to messages that name none. Default 0.
     pub default_delay_ms: u64,
-    /// Longest delay an enqueue or nack may ask for. Default 15 min, at most
-    /// the retention.
+    /// Longest delay an enqueue or nack may ask for. Default 15 min; the
+    /// retention caps it too.
     pub max_delay_ms: u64,
     /// How long a dedup id is remembered. 1 s to 24 h; default 5 min.
     pub dedup_window_ms: u64,
@@ -125,7 +125,8 @@ impl QueueConfig {
             dlq.validate()?;
             if dlq == name {
                 return bad(format!(
-                    "queue {name:?} cannot be its own dead_letter_queue"
+                    "queue {:?} cannot be its own dead_letter_queue",
+                    name.as_str()
                 ));
             }
         }
@@ -167,16 +168,16 @@ impl QueueConfig {
                 self.max_message_bytes
             ));
         }
-        if self.max_delay_ms > self.retention_ms {
+        if self.max_delay_ms > MAX_RETENTION_MS {
             return bad(format!(
-                "max_delay_ms ({}) must not exceed retention_ms ({})",
-                self.max_delay_ms, self.retention_ms
+                "max_delay_ms must be at most {MAX_RETENTION_MS}, not {}",
+                self.max_delay_ms
             ));
         }
-        if self.default_delay_ms > self.max_delay_ms {
+        if self.default_delay_ms > self.delay_cap_ms() {
             return bad(format!(
-                "default_delay_ms ({}) must not exceed max_delay_ms ({})",
-                self.default_delay_ms, self.max_delay_ms
+                "default_delay_ms ({}) must not exceed max_delay_ms ({}) nor retention_ms ({})",
+                self.default_delay_ms, self.max_delay_ms, self.retention_ms
             ));
         }
         if !(SECOND..=MAX_DEDUP_WINDOW_MS).contains(&self.dedup_window_ms) {
@@ -186,6 +187,13 @@ impl QueueConfig {
             ));
         }
         Ok(())
+    }
+
+    /// The longest delay an enqueue or nack may ask for: `max_delay_ms`, but
+    /// never beyond the retention (a message delayed past it would expire
+    /// unseen).
+    pub fn delay_cap_ms(&self) -> u64 {
+        self.max_delay_ms.min(self.retention_ms)
     }
 
     /// How long a message enqueued now may live: TTL and retention, whichever

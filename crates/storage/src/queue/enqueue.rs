@@ -108,10 +108,10 @@ fn check_message(queue: &Queue, new: &NewMessage) -> Result<(), Refusal> {
         check_key("group", group)?;
     }
     if let Some(delay) = new.delay_ms {
-        if delay > config.max_delay_ms {
+        if delay > config.delay_cap_ms() {
             return Err(Refusal::InvalidArgument(format!(
                 "delay_ms {delay} exceeds max_delay_ms {} of queue {:?}",
-                config.max_delay_ms,
+                config.delay_cap_ms(),
                 queue.name().as_str()
             )));
         }
