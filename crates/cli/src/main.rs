@@ -1,16 +1,83 @@
-//! The single `raftq` binary.
-//!
-//! The node (`raftq serve`), the local cluster (`raftq dev`) and the client
-//! commands arrive with the running cluster (issue 3). Until then the binary
-//! says so and exits with an error instead of pretending to work.
+//! The single `raftq` binary: parse, set up logging, dispatch.
+
+mod commands;
+mod duration;
+mod output;
+
+use clap::{Parser, Subcommand};
+
+/// raftq: a replicated message queue. Every enqueue, lease and ack is fsynced
+/// on a majority of nodes before it is confirmed.
+#[derive(Parser)]
+#[command(name = "raftq", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one cluster node.
+    Serve(raftq_raft_node::ServeArgs),
+    /// Start a local 3-node cluster on loopback (data under ./data); Ctrl-C stops it.
+    Dev(commands::dev::DevArgs),
+    /// Create, change, list, inspect, purge, delete and redrive queues.
+    Queue(commands::queue::QueueArgs),
+    /// Enqueue messages: a BODY, --file, or one message per line of stdin.
+    Send(commands::queue::SendArgs),
+    /// Receive (lease) messages and print them; --ack acks them too.
+    Recv(commands::queue::RecvArgs),
+    /// Ack messages by receipt.
+    Ack(commands::queue::AckArgs),
+    /// Nack messages by receipt (redelivered after --delay or the backoff).
+    Nack(commands::queue::NackArgs),
+    /// Cluster status and membership changes.
+    Cluster(commands::admin::ClusterArgs),
+    /// Measure enqueue throughput and latency against a cluster.
+    Bench(commands::bench::BenchArgs),
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RAFTQ_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
 
 fn main() -> std::process::ExitCode {
-    eprintln!(
-        "raftq {}: no commands are available in this build yet.\n\
-         The storage core is in place; `raftq serve`, `raftq dev` and the client \
-         commands arrive with the running cluster. Run the tests with \
-         `cargo test --workspace`.",
-        env!("CARGO_PKG_VERSION")
-    );
-    std::process::ExitCode::FAILURE
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => commands::serve::run(args).await,
+            Command::Dev(args) => commands::dev::run(args).await,
+            Command::Queue(args) => commands::queue::run_queue(args).await,
+            Command::Send(args) => commands::queue::run_send(args).await,
+            Command::Recv(args) => commands::queue::run_recv(args).await,
+            Command::Ack(args) => commands::queue::run_ack(args).await,
+            Command::Nack(args) => commands::queue::run_nack(args).await,
+            Command::Cluster(args) => commands::admin::run(args).await,
+            Command::Bench(args) => commands::bench::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

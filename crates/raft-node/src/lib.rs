@@ -1,6 +1,46 @@
-//! One raftq cluster node: openraft wired to the `raftq-storage` crate, the
-//! peer network over tonic, the public gRPC services, leader forwarding and
-//! long-poll waiting.
+//! One raftq cluster node.
 //!
-//! Empty for now: the node arrives with the running cluster (issue 3). The
-//! queue logic and the durable Raft log it will drive live in `raftq-storage`.
+//! # The path of a request
+//!
+//! An **enqueue**:
+//!
+//! 1. arrives at [`service::queue`] (`QueueApi::enqueue`) on any node;
+//!    [`service::call`] routes it: a follower forwards it to the leader
+//!    ([`forward`]) and returns the answer with the leader in the metadata;
+//! 2. on the leader it becomes a `Command::Enqueue` stamped with the
+//!    leader's clock ([`node::now`]) and goes to the [`propose`]r, which folds
+//!    it with concurrent requests into one `Command::Batch` entry and calls
+//!    openraft's `client_write`;
+//! 3. openraft appends the entry to the sled log (`raftq_storage::log_store`,
+//!    group-committed fsync) and sends it to the followers over [`network`];
+//!    each follower's [`service::raft`] hands it to its openraft, which appends
+//!    and fsyncs it the same way;
+//! 4. once a majority has it durable, it is committed and applied
+//!    (`raftq_storage::state_machine` → `queue::enqueue`); `client_write`
+//!    returns the batch's responses and each caller gets its own.
+//!
+//! A **receive** takes the same road; when nothing is ready and the request
+//! may wait, [`wait`] sleeps on the applied state instead of writing to the
+//! log. **Ack**, nack and extend take the same road as enqueue. **Reads**
+//! (list, get) pass [`read::barrier`] (read-index) on the leader. The
+//! [`ticker`] proposes housekeeping ticks, [`bootstrap`] forms the cluster on
+//! first start, [`metrics`] and [`service::http`] expose the node.
+
+pub mod bootstrap;
+pub mod config;
+pub mod convert;
+pub mod error;
+pub mod forward;
+pub mod metrics;
+pub mod network;
+pub mod node;
+pub mod propose;
+pub mod read;
+pub mod service;
+pub mod shutdown;
+pub mod ticker;
+pub mod wait;
+
+pub use config::{NodeConfig, ServeArgs};
+pub use error::{Error, Result};
+pub use node::{Node, NodeHandle};

@@ -261,7 +261,7 @@ pub enum Response {
     Redriven {
         /// Messages moved back.
         moved: u64,
-        /// Messages left in place because their source queue is gone.
+        /// Messages left in place because their source queue is gone or full.
         skipped: u64,
     },
     /// One response per command of a batch.

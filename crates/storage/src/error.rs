@@ -47,7 +47,8 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 /// A deterministic refusal of a command or of one item of it. It leaves the
-/// state exactly as it was.
+/// queues as they were (only the state clock may move forward to the
+/// command's `now`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum Refusal {
     /// The request itself is malformed or out of range; the text names the

@@ -122,7 +122,7 @@ mod tests {
     #[test]
     fn keys_round_trip_and_sort_in_key_order() {
         let q = QueueName::new("orders");
-        let keys = vec![
+        let keys = [
             Key::Applied,
             Key::Queue(q.clone()),
             Key::Queue(QueueName::new("orders2")),

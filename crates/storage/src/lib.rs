@@ -19,6 +19,7 @@
 pub mod codec;
 pub mod command;
 pub mod error;
+pub mod fsync;
 pub mod keys;
 pub mod log_store;
 pub mod queue;

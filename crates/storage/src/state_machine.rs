@@ -29,10 +29,12 @@ use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot};
 use openraft::{AnyError, EntryPayload, ErrorSubject, ErrorVerb, StorageIOError};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncSeekExt;
+use tokio::sync::watch;
 
 use crate::codec;
 use crate::command::Response;
 use crate::error::{Error, Result};
+use crate::fsync::DiskSync;
 use crate::keys::Key;
 use crate::queue::{Queues, Record, Timestamp};
 use crate::snapshot::{self, LoadedState, Loader};
@@ -86,9 +88,16 @@ impl From<LoadedState> for AppliedState {
 #[derive(Clone, Debug)]
 pub struct StateReader {
     state: Arc<RwLock<AppliedState>>,
+    applied: watch::Receiver<u64>,
 }
 
 impl StateReader {
+    /// A receiver that sees the last applied log index change after every
+    /// apply (and snapshot install): long-polling receivers wait on it.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.applied.clone()
+    }
+
     /// Locks the state for reading. Hold it briefly: applies wait meanwhile.
     pub fn read(&self) -> RwLockReadGuard<'_, AppliedState> {
         self.state
@@ -161,9 +170,11 @@ impl SnapshotStore {
 /// The sled-backed queue state machine.
 pub struct StateMachine {
     db: sled::Db,
+    disk: Arc<DiskSync>,
     tree: sled::Tree,
     state: Arc<RwLock<AppliedState>>,
     snapshots: Arc<SnapshotStore>,
+    applied_tx: watch::Sender<u64>,
 }
 
 impl StateMachine {
@@ -175,6 +186,7 @@ impl StateMachine {
                 .path(dir.join("state"))
                 .cache_capacity(STATE_CACHE_BYTES),
         )?;
+        let disk = Arc::new(DiskSync::new(db.clone(), &dir.join("state"))?);
         let active = match db.get(ACTIVE_TREE)? {
             Some(name) => String::from_utf8_lossy(&name).into_owned(),
             None => format!("{STATE_TREE_PREFIX}0"),
@@ -189,11 +201,14 @@ impl StateMachine {
         let tree = db.open_tree(&active)?;
         let state = load_tree(&tree)?;
         let snapshots = SnapshotStore::open(dir.join("snapshots"))?;
+        let (applied_tx, _) = watch::channel(state.last_applied.map_or(0, |id| id.index));
         Ok(StateMachine {
             db,
+            disk,
             tree,
             state: Arc::new(RwLock::new(state.into())),
             snapshots: Arc::new(snapshots),
+            applied_tx,
         })
     }
 
@@ -201,6 +216,7 @@ impl StateMachine {
     pub fn reader(&self) -> StateReader {
         StateReader {
             state: self.state.clone(),
+            applied: self.applied_tx.subscribe(),
         }
     }
 
@@ -259,6 +275,12 @@ impl StateMachine {
             batch.insert(Key::Applied.encode(), codec::encode(&applied)?);
         }
         self.tree.apply_batch(batch)?;
+        let last = self
+            .state
+            .read()
+            .expect("state lock is never poisoned")
+            .last_applied;
+        self.applied_tx.send_replace(last.map_or(0, |id| id.index));
         Ok(responses)
     }
 
@@ -319,13 +341,15 @@ impl StateMachine {
         };
         batch.insert(Key::Applied.encode(), codec::encode(&applied)?);
         tree.apply_batch(batch)?;
-        self.db.flush()?;
+        self.disk.flush()?;
         // The switch: one key, then flushed. Before it the old tree is the
         // state; after it the new one.
         self.db.insert(ACTIVE_TREE, new_name.as_bytes())?;
-        self.db.flush()?;
+        self.disk.flush()?;
         let old = std::mem::replace(&mut self.tree, tree);
+        let index = loaded.last_applied.map_or(0, |id| id.index);
         *self.state.write().expect("state lock is never poisoned") = loaded.into();
+        self.applied_tx.send_replace(index);
         self.db.drop_tree(old.name())?;
         Ok(())
     }
@@ -366,7 +390,7 @@ fn storage_error(subject: ErrorSubject<NodeId>, verb: ErrorVerb, err: &Error) ->
 
 /// Builds a snapshot from a point-in-time copy of the state.
 pub struct SnapshotBuilder {
-    db: sled::Db,
+    disk: Arc<DiskSync>,
     queues: Queues,
     last_applied: Option<LogId>,
     membership: StoredMembership,
@@ -377,7 +401,7 @@ impl SnapshotBuilder {
     fn build(&self) -> Result<(SnapshotMeta, PathBuf)> {
         // openraft purges the log behind the snapshot: the state it covers
         // must be on disk first.
-        self.db.flush()?;
+        self.disk.flush()?;
         let meta = SnapshotMeta {
             last_log_id: self.last_applied,
             last_membership: self.membership.clone(),
@@ -399,7 +423,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> std::result::Result<Snapshot<TypeConfig>, StorageError> {
         let fail = |err: Error| storage_error(ErrorSubject::Snapshot(None), ErrorVerb::Write, &err);
         let builder = SnapshotBuilder {
-            db: self.db.clone(),
+            disk: self.disk.clone(),
             queues: std::mem::take(&mut self.queues),
             last_applied: self.last_applied,
             membership: self.membership.clone(),
@@ -443,7 +467,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let state = self.reader();
         let state = state.read();
         SnapshotBuilder {
-            db: self.db.clone(),
+            disk: self.disk.clone(),
             queues: state.queues.clone(),
             last_applied: state.last_applied,
             membership: state.membership.clone(),

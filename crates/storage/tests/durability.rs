@@ -40,7 +40,7 @@ fn command_at(index: u64, receipts: &mut Vec<Receipt>) -> Command {
     let now = 1_000_000 + index * 10;
     match index {
         1 => Command::create("jobs", now),
-        _ if index % 4 == 0 => Command::Receive {
+        _ if index.is_multiple_of(4) => Command::Receive {
             queue: QueueName::new("jobs"),
             max: 5,
             visibility_ms: Some(1_000),
@@ -214,7 +214,12 @@ async fn a_corrupted_log_record_is_reported_as_a_storage_error_and_never_returne
     }
     {
         // Flip one bit of entry 5's payload behind the store's back.
-        let db = sled::open(&path).expect("open raw");
+        // The log store's segment size (sled refuses another one).
+        let db = sled::Config::new()
+            .path(&path)
+            .segment_size(8 * 1024 * 1024)
+            .open()
+            .expect("open raw");
         let tree = db.open_tree("log").expect("tree");
         let key = 5u64.to_be_bytes();
         let mut value = tree.get(key).expect("get").expect("entry 5").to_vec();

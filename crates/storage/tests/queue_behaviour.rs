@@ -503,7 +503,7 @@ fn delayed_messages_stay_invisible_until_their_delay_passed() {
             ..NewMessage::new("later")
         }],
     );
-    let mut take = |s: &mut Story| {
+    let take = |s: &mut Story| {
         let got = s.receive("q", 10);
         for d in &got {
             s.ack("q", d.receipt).expect("ack");

@@ -121,7 +121,8 @@ fn check_message(queue: &Queue, new: &NewMessage) -> Result<(), Refusal> {
 
 /// Applies `max_length`/`max_bytes` for a new message of `size` bytes:
 /// refuses it under `reject`, drops the oldest messages under `drop_oldest`.
-fn make_room(queue: &mut Queue, size: u64) -> Result<(), Refusal> {
+/// Enqueue and redrive both come through here.
+pub(crate) fn make_room(queue: &mut Queue, size: u64) -> Result<(), Refusal> {
     let config = queue.config();
     let max_length = config.max_length.unwrap_or(u64::MAX);
     let max_bytes = config.max_bytes.unwrap_or(u64::MAX);

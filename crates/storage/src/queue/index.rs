@@ -395,3 +395,18 @@ impl Queue {
         }
     }
 }
+
+impl Queue {
+    /// When a receive could next find a message: `Some(t)` with `t <= now`
+    /// when one may be ready now, the next message's `visible_at` when all are
+    /// waiting, `None` when the queue holds nothing deliverable. A read for
+    /// long-polling receivers, so they wait without writing to the log. It
+    /// may be early (a message that becomes visible behind its group's head),
+    /// never late.
+    pub fn next_visible_at(&self, now: Timestamp) -> Option<Timestamp> {
+        if !self.ready.is_empty() {
+            return Some(now.min(self.promoted_to));
+        }
+        self.timers.first().map(|(at, _)| *at)
+    }
+}

@@ -98,7 +98,8 @@ impl Queues {
         self.clock
     }
 
-    /// Applies one command and returns its result. Refusals change nothing.
+    /// Applies one command and returns its result. A refusal changes nothing
+    /// but the clock, which every command with a `now` moves forward.
     pub fn apply(&mut self, command: Command) -> Response {
         match command {
             Command::CreateQueue { name, config, now } => admin::create(self, name, config, now),

@@ -2,11 +2,15 @@
 //!
 //! Up to `max` messages of the dead-letter queue that are not leased right now
 //! move, lowest id first, to the end of their source queue with a new id
-//! there, a delivery count of zero and no dead-letter record. A message whose
-//! source queue no longer exists stays where it is and is counted as skipped.
+//! there, a delivery count of zero and no dead-letter record. The source
+//! queue's limits apply as for an enqueue: under `reject` a message that does
+//! not fit stays in the dead-letter queue, under `drop_oldest` the oldest
+//! messages make room. A message that stays (its source queue is gone or
+//! full) is counted as skipped.
 
 use crate::command::Response;
 use crate::error::Refusal;
+use crate::queue::enqueue::make_room;
 use crate::queue::{Message, MessageId, QueueName, Queues, Timestamp};
 
 /// Most messages one redrive moves.
@@ -20,42 +24,51 @@ pub fn apply(queues: &mut Queues, dlq: QueueName, max: u32, now: Timestamp) -> R
             "max must be 1 to {MAX_REDRIVE}, not {max}"
         )));
     }
-    let source = match queues.lookup(&dlq) {
-        Ok(queue) => queue,
+    let candidates: Vec<(MessageId, Option<QueueName>)> = match queues.lookup(&dlq) {
+        Ok(source) => source
+            .messages()
+            .filter(|message| !message.is_in_flight(now))
+            .map(|message| {
+                (
+                    message.id,
+                    message.dead_letter.as_ref().map(|d| d.source_queue.clone()),
+                )
+            })
+            .collect(),
         Err(refusal) => return Response::Refused(refusal),
     };
-    let mut picked = Vec::new();
+    let mut moved = 0;
     let mut skipped = 0;
-    for message in source.messages() {
-        if picked.len() >= max as usize {
+    for (id, target) in candidates {
+        if moved >= u64::from(max) {
             break;
         }
-        if message.is_in_flight(now) {
+        let Some(target) = target.filter(|t| queues.get(t).is_some()) else {
+            skipped += 1;
+            continue;
+        };
+        let size = queues
+            .get(&dlq)
+            .and_then(|q| q.message(id))
+            .expect("candidate is in the dead-letter queue")
+            .size();
+        let queue = queues.lookup_mut(&target).expect("checked above");
+        if make_room(queue, size).is_err() {
+            skipped += 1;
             continue;
         }
-        match &message.dead_letter {
-            Some(dead) if queues.get(&dead.source_queue).is_some() => {
-                picked.push((message.id, dead.source_queue.clone()));
-            }
-            _ => skipped += 1,
-        }
-    }
-    let source = queues.lookup_mut(&dlq).expect("looked up above");
-    let mut moved_messages = Vec::with_capacity(picked.len());
-    for (id, target) in picked {
-        let message = source.remove(id).expect("picked from this queue");
+        let source = queues.lookup_mut(&dlq).expect("looked up above");
+        let message = source
+            .remove(id)
+            .expect("candidate is in the dead-letter queue");
         source.meta.counters.redriven += 1;
-        moved_messages.push((target, message));
-    }
-    let moved = moved_messages.len() as u64;
-    for (target, message) in moved_messages {
         let queue = queues.lookup_mut(&target).expect("checked above");
         let lifetime = queue.config().lifetime_ms();
-        let id = MessageId(queue.meta.next_id);
+        let new_id = MessageId(queue.meta.next_id);
         queue.meta.next_id += 1;
         queue.meta.counters.enqueued += 1;
         queue.insert(Message {
-            id,
+            id: new_id,
             enqueued_at: now,
             visible_at: now,
             expires_at: now.plus_ms(lifetime),
@@ -65,6 +78,7 @@ pub fn apply(queues: &mut Queues, dlq: QueueName, max: u32, now: Timestamp) -> R
             dead_letter: None,
             ..message
         });
+        moved += 1;
     }
     Response::Redriven { moved, skipped }
 }

@@ -1,0 +1,140 @@
+//! `raftq dev`: a local 3-node cluster for trying raftq out.
+//!
+//! It starts three `raftq serve` child processes on loopback (gRPC ports
+//! 7401–7403, HTTP 9401–9403) with data under `./data/node-N`, prints the
+//! addresses, each node's pid (kill one to watch a failover) and three
+//! commands to try, and stops them all cleanly on Ctrl-C. A second start
+//! keeps the data: the nodes recover their queues from disk.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+
+/// `raftq dev` flags.
+#[derive(Clone, Debug, clap::Args)]
+pub struct DevArgs {
+    /// Where the nodes keep their data (one directory per node).
+    #[arg(long, default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Nodes to start (3 or 5).
+    #[arg(long, default_value_t = 3)]
+    pub nodes: u16,
+    /// gRPC port of node 1; node N listens on this + N - 1.
+    #[arg(long, default_value_t = 7401)]
+    pub base_port: u16,
+    /// HTTP (metrics) port of node 1; node N listens on this + N - 1.
+    #[arg(long, default_value_t = 9401)]
+    pub http_base_port: u16,
+}
+
+/// Runs the dev cluster until Ctrl-C.
+pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    if !(1..=7).contains(&args.nodes) {
+        anyhow::bail!(
+            "--nodes must be 1 to 7 (3 or 5 make sense), not {}",
+            args.nodes
+        );
+    }
+    let exe = std::env::current_exe()?;
+    let ids: Vec<u16> = (1..=args.nodes).collect();
+    let addr = |id: u16| format!("127.0.0.1:{}", args.base_port + id - 1);
+    let cluster: Vec<String> = ids.iter().map(|&id| format!("{id}={}", addr(id))).collect();
+    std::fs::create_dir_all(&args.data_dir)?;
+    let mut children: Vec<(u16, Child)> = Vec::new();
+    for &id in &ids {
+        let dir = args.data_dir.join(format!("node-{id}"));
+        let log = std::fs::File::create(args.data_dir.join(format!("node-{id}.log")))?;
+        let child = Command::new(&exe)
+            .arg("serve")
+            .args(["--id", &id.to_string()])
+            .args(["--listen", &addr(id)])
+            .args([
+                "--http-listen",
+                &format!("127.0.0.1:{}", args.http_base_port + id - 1),
+            ])
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(["--initial-cluster", &cluster.join(",")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()?;
+        children.push((id, child));
+    }
+    let seeds: Vec<String> = ids.iter().map(|&id| addr(id)).collect();
+    println!(
+        "raftq dev cluster: {} nodes, data under {}",
+        ids.len(),
+        args.data_dir.display()
+    );
+    for (id, child) in &children {
+        println!(
+            "  node {id}: gRPC {}  metrics http://127.0.0.1:{}/metrics  pid {}  log {}",
+            addr(*id),
+            args.http_base_port + id - 1,
+            child.id().unwrap_or(0),
+            args.data_dir.join(format!("node-{id}.log")).display()
+        );
+    }
+    let cluster_flag = if args.base_port == 7401 && ids.len() == 3 {
+        String::new()
+    } else {
+        format!(" --cluster {}", seeds.join(","))
+    };
+    println!("\nTry, in another terminal:");
+    println!("  raftq queue create jobs{cluster_flag}");
+    println!("  echo hello | raftq send jobs{cluster_flag}");
+    println!("  raftq recv jobs --ack{cluster_flag}");
+    println!("\nCtrl-C stops the cluster (the data stays for the next start).");
+
+    // Wait for Ctrl-C. A node that exits (say, one you killed to watch a
+    // failover) is reported; the others keep running.
+    let mut stopped = Vec::new();
+    loop {
+        let running: Vec<&mut (u16, Child)> = children
+            .iter_mut()
+            .filter(|(id, _)| !stopped.contains(id))
+            .collect();
+        if running.is_empty() {
+            break;
+        }
+        let exits = futures::future::select_all(running.into_iter().map(|(id, child)| {
+            let id = *id;
+            Box::pin(async move { (id, child.wait().await) })
+        }));
+        let exited = tokio::select! {
+            _ = raftq_raft_node::shutdown::signal() => None,
+            ((id, status), _, _) = exits => Some((id, status)),
+        };
+        let Some((id, status)) = exited else {
+            break;
+        };
+        stopped.push(id);
+        eprintln!(
+            "node {id} exited ({}); the others keep running. Restart it with:\n  {} serve --id {id} --listen {} --data-dir {} --initial-cluster {}",
+            status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()),
+            exe.display(),
+            addr(id),
+            args.data_dir.join(format!("node-{id}")).display(),
+            cluster.join(",")
+        );
+    }
+    for (id, child) in &mut children {
+        if let Some(pid) = child.id() {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+        }
+        match tokio::time::timeout(std::time::Duration::from_secs(10), child.wait()).await {
+            Ok(_) => {}
+            Err(_) => {
+                eprintln!("node {id} did not stop in 10 s; killing it");
+                let _ = child.kill().await;
+            }
+        }
+    }
+    println!("raftq dev cluster stopped");
+    Ok(())
+}

@@ -1,0 +1,651 @@
+//! [`Client`]: one handle on a raftq cluster.
+//!
+//! It sends each call to the leader it last heard of (starting from the
+//! seeds), follows the leader hints nodes return, and retries calls that
+//! failed with a retryable error (see [`Error::is_retryable`]) with backoff.
+//! Every message it enqueues carries a dedup id (the caller's, or one the
+//! client makes), so a retry after an unknown outcome — a timeout, a leader
+//! crash — never stores a message twice within the queue's dedup window.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use raftq_proto::v1 as pb;
+use raftq_proto::v1::cluster_service_client::ClusterServiceClient;
+use raftq_proto::v1::queue_service_client::QueueServiceClient;
+use tonic::transport::Channel;
+
+use crate::error::{Error, Result};
+use crate::leader::LeaderCache;
+use crate::retry::RetryPolicy;
+
+/// Largest gRPC message the client accepts or sends.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// A message to enqueue.
+#[derive(Clone, Debug, Default)]
+pub struct Message {
+    /// The payload.
+    pub body: Bytes,
+    /// String attributes.
+    pub attributes: HashMap<String, String>,
+    /// Idempotency key; the client makes one when absent.
+    pub dedup_id: Option<String>,
+    /// Message group (FIFO within the group, one in flight at a time).
+    pub group: Option<String>,
+    /// Do not deliver before this long.
+    pub delay: Option<Duration>,
+}
+
+impl Message {
+    /// A message with a body.
+    ///
+    /// ```
+    /// let message = raftq_client::Message::new("hello").with_group("order-7");
+    /// assert_eq!(message.group.as_deref(), Some("order-7"));
+    /// ```
+    pub fn new(body: impl Into<Bytes>) -> Self {
+        Message {
+            body: body.into(),
+            ..Message::default()
+        }
+    }
+
+    /// Sets the dedup id.
+    pub fn with_dedup_id(mut self, id: impl Into<String>) -> Self {
+        self.dedup_id = Some(id.into());
+        self
+    }
+
+    /// Sets the group.
+    pub fn with_group(mut self, group: impl Into<String>) -> Self {
+        self.group = Some(group.into());
+        self
+    }
+
+    /// Sets a delay.
+    pub fn with_delay(mut self, delay: Duration) -> Self {
+        self.delay = Some(delay);
+        self
+    }
+
+    /// Sets an attribute.
+    pub fn with_attribute(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.attributes.insert(key.into(), value.into());
+        self
+    }
+}
+
+/// What happened to one enqueued message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Enqueued {
+    /// Its id (for a duplicate, the first message's id).
+    pub id: u64,
+    /// True when the dedup id had been seen and nothing new was stored.
+    pub duplicate: bool,
+}
+
+/// Options of a receive.
+#[derive(Clone, Debug, Default)]
+pub struct ReceiveOptions {
+    /// Most messages (1 to 100; default 1).
+    pub max: u32,
+    /// Lease length; the queue's visibility timeout when unset.
+    pub visibility: Option<Duration>,
+    /// Wait up to this long (at most 20 s) when nothing is ready.
+    pub wait: Duration,
+    /// Who receives, shown in queue stats.
+    pub consumer: String,
+}
+
+struct Inner {
+    leader: LeaderCache,
+    retry: RetryPolicy,
+    client_id: String,
+    next_dedup: AtomicU64,
+}
+
+/// A handle on a raftq cluster. Cheap to clone; clones share connections.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl Client {
+    /// A client over some of the cluster's nodes (`host:port`). Connections
+    /// open on first use, so this fails only on malformed addresses.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> raftq_client::Result<()> {
+    /// let client = raftq_client::Client::connect(["127.0.0.1:7401", "127.0.0.1:7402"])?;
+    /// client.create_queue("jobs", Default::default()).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn connect<S: Into<String>>(seeds: impl IntoIterator<Item = S>) -> Result<Self> {
+        Self::with_retry(seeds, RetryPolicy::default())
+    }
+
+    /// A client with its own retry policy.
+    pub fn with_retry<S: Into<String>>(
+        seeds: impl IntoIterator<Item = S>,
+        retry: RetryPolicy,
+    ) -> Result<Self> {
+        let seeds = seeds
+            .into_iter()
+            .map(Into::into)
+            .filter(|s: &String| !s.trim().is_empty())
+            .collect();
+        let random = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        Ok(Client {
+            inner: Arc::new(Inner {
+                leader: LeaderCache::new(seeds)?,
+                retry,
+                client_id: format!("{random:016x}"),
+                next_dedup: AtomicU64::new(1),
+            }),
+        })
+    }
+
+    /// The seed addresses.
+    pub fn seeds(&self) -> &[String] {
+        self.inner.leader.seeds()
+    }
+
+    fn queue_client(channel: Channel) -> QueueServiceClient<Channel> {
+        QueueServiceClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    /// A fresh dedup id, unique to this client.
+    pub fn new_dedup_id(&self) -> String {
+        let n = self.inner.next_dedup.fetch_add(1, Ordering::Relaxed);
+        format!("{}-{n}", self.inner.client_id)
+    }
+
+    /// Runs `call` against the current target, following leader hints and
+    /// retrying retryable failures until the retry policy gives up.
+    pub(crate) async fn with_retries<T, F, Fut>(&self, mut call: F) -> Result<T>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let started = Instant::now();
+        let retry = self.inner.retry;
+        let mut attempt = 0;
+        loop {
+            let (addr, channel) = self.inner.leader.target()?;
+            let result = tokio::time::timeout(retry.attempt_timeout, call(channel)).await;
+            let error = match result {
+                Ok(Ok(response)) => {
+                    self.inner.leader.observe(response.metadata());
+                    return Ok(response.into_inner());
+                }
+                Ok(Err(status)) => {
+                    self.inner.leader.observe(status.metadata());
+                    let hinted = status
+                        .metadata()
+                        .contains_key(raftq_proto::LEADER_ADDR_HEADER);
+                    if status.code() == tonic::Code::Unavailable && !hinted {
+                        self.inner.leader.failed(&addr);
+                    }
+                    Error::from(status)
+                }
+                Err(_) => {
+                    self.inner.leader.failed(&addr);
+                    Error::new(
+                        tonic::Code::DeadlineExceeded,
+                        format!("{addr} did not answer in {:?}", retry.attempt_timeout),
+                    )
+                }
+            };
+            if !error.is_retryable() || started.elapsed() >= retry.max_elapsed {
+                return Err(error);
+            }
+            tracing::debug!(%addr, attempt, error = %error, "retrying");
+            tokio::time::sleep(retry.backoff(attempt)).await;
+            attempt += 1;
+        }
+    }
+
+    /// Creates a queue (no-op if it exists with the same config).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: raftq_client::Client) -> raftq_client::Result<()> {
+    /// use raftq_client::proto::QueueConfig;
+    /// let config = QueueConfig { max_deliveries: Some(5), ..Default::default() };
+    /// let created = client.create_queue("jobs", config).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn create_queue(&self, name: &str, config: pb::QueueConfig) -> Result<bool> {
+        let request = pb::CreateQueueRequest {
+            name: name.into(),
+            config: Some(config),
+        };
+        let response = self
+            .with_retries(|ch| {
+                let request = request.clone();
+                async move { Self::queue_client(ch).create_queue(request).await }
+            })
+            .await?;
+        Ok(response.created)
+    }
+
+    /// Replaces a queue's config.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: raftq_client::Client) -> raftq_client::Result<()> {
+    /// client.update_queue("jobs", Default::default()).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn update_queue(&self, name: &str, config: pb::QueueConfig) -> Result<()> {
+        let request = pb::UpdateQueueRequest {
+            name: name.into(),
+            config: Some(config),
+        };
+        self.with_retries(|ch| {
+            let request = request.clone();
+            async move { Self::queue_client(ch).update_queue(request).await }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Deletes a queue and its messages; returns how many it held.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: raftq_client::Client) -> raftq_client::Result<()> {
+    /// let dropped = client.delete_queue("jobs").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn delete_queue(&self, name: &str) -> Result<u64> {
+        let request = pb::DeleteQueueRequest { name: name.into() };
+        let response = self
+            .with_retries(|ch| {
+                let request = request.clone();
+                async move { Self::queue_client(ch).delete_queue(request).await }
+            })
+            .await?;
+        Ok(response.messages)
+    }
+
+    /// Every queue with its stats.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: raftq_client::Client) -> raftq_client::Result<()> {
+    /// for queue in client.list_queues().await? {
+    ///     println!("{}: {} ready", queue.name, queue.ready);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn list_queues(&self) -> Result<Vec<pb::QueueInfo>> {
+        let response = self
+            .with_retries(|ch| async move {
+                Self::queue_client(ch)
+                    .list_queues(pb::ListQueuesRequest {})
+                    .await
+            })
+            .await?;
+        Ok(response.queues)
+    }
+
+    /// One queue's config and stats.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: raftq_client::Client) -> raftq_client::Result<()> {
+    /// let info = client.get_queue("jobs").await?;
+    /// println!("{} in flight", info.in_flight);
+    /// # Ok(()) }
+    /// ```
+    pub async fn get_queue(&self, name: &str) -> Result<pb::QueueInfo> {
+        let request = pb::GetQueueRequest { name: name.into() };
+        let response = self
+            .with_retries(|ch| {
+                let request = request.clone();
+                async move { Self::queue_client(ch).get_queue(request).await }
+            })
+            .await?;
+        response
+            .queue
+            .ok_or_else(|| Error::new(tonic::Code::Internal, "the server sent no queue"))
+    }
+
+    /// Enqueues up to 100 messages in one request, retrying safely: each
+    /// message without a dedup id gets one first. Returns one result per
+    /// message; a refused message is an `Err` with the reason.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: raftq_client::Client) -> raftq_client::Result<()> {
+    /// use raftq_client::Message;
+    /// let results = client.enqueue("jobs", vec![Message::new("a"), Message::new("b")]).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn enqueue(
+        &self,
+        queue: &str,
+        messages: Vec<Message>,
+    ) -> Result<Vec<Result<Enqueued>>> {
+        let request = pb::EnqueueRequest {
+            queue: queue.into(),
+            messages: messages
+                .into_iter()
+                .map(|m| pb::NewMessage {
+                    body: m.body,
+                    attributes: m.attributes,
+                    dedup_id: Some(m.dedup_id.unwrap_or_else(|| self.new_dedup_id())),
+                    group: m.group,
+                    delay_ms: m.delay.map(|d| d.as_millis() as u64),
+                })
+                .collect(),
+        };
+        let response = self
+            .with_retries(|ch| {
+                let request = request.clone();
+                async move { Self::queue_client(ch).enqueue(request).await }
+            })
+            .await?;
+        Ok(response
+            .results
+            .into_iter()
+            .map(|r| match r.result {
+                Some(pb::enqueue_result::Result::Id(id)) => Ok(Enqueued {
+                    id,
+                    duplicate: r.duplicate,
+                }),
+                Some(pb::enqueue_result::Result::Error(refusal)) => Err(refusal_error(refusal)),
+                None => Err(Error::new(
+                    tonic::Code::Internal,
+                    "the server sent an empty result",
+                )),
+            })
+            .collect())
+    }
+
+    /// Enqueues one message; its refusal is the call's error.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: raftq_client::Client) -> raftq_client::Result<()> {
+    /// let id = client.enqueue_one("jobs", raftq_client::Message::new("hello")).await?.id;
+    /// # Ok(()) }
+    /// ```
+    pub async fn enqueue_one(&self, queue: &str, message: Message) -> Result<Enqueued> {
+        self.enqueue(queue, vec![message])
+            .await?
+            .pop()
+            .unwrap_or_else(|| {
+                Err(Error::new(
+                    tonic::Code::Internal,
+                    "the server sent no result",
+                ))
+            })
+    }
+
+    /// Leases up to `options.max` messages, waiting up to `options.wait`.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: raftq_client::Client) -> raftq_client::Result<()> {
+    /// use std::time::Duration;
+    /// let options = raftq_client::ReceiveOptions { max: 10, wait: Duration::from_secs(5), ..Default::default() };
+    /// for message in client.receive("jobs", options).await? {
+    ///     client.ack("jobs", vec![message.receipt]).await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn receive(&self, queue: &str, options: ReceiveOptions) -> Result<Vec<pb::Delivery>> {
+        let request = pb::ReceiveRequest {
+            queue: queue.into(),
+            max: options.max.max(1),
+            visibility_ms: options.visibility.map(|d| d.as_millis() as u64),
+            wait_ms: options.wait.as_millis() as u64,
+            consumer: options.consumer,
+        };
+        let response = self
+            .with_retries(|ch| {
+                let request = request.clone();
+                async move { Self::queue_client(ch).receive(request).await }
+            })
+            .await?;
+        Ok(response.messages)
+    }
+
+    /// Acks messages by receipt; one result per receipt.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: raftq_client::Client, receipt: String) -> raftq_client::Result<()> {
+    /// for result in client.ack("jobs", vec![receipt]).await? {
+    ///     result?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn ack(&self, queue: &str, receipts: Vec<String>) -> Result<Vec<Result<()>>> {
+        let request = pb::AckRequest {
+            queue: queue.into(),
+            receipts,
+        };
+        let response = self
+            .with_retries(|ch| {
+                let request = request.clone();
+                async move { Self::queue_client(ch).ack(request).await }
+            })
+            .await?;
+        Ok(receipt_results(response.results))
+    }
+
+    /// Ends leases now; redelivery after `delay` or the queue's backoff.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: raftq_client::Client, receipt: String) -> raftq_client::Result<()> {
+    /// client.nack("jobs", vec![receipt], None, Some("db down".into())).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn nack(
+        &self,
+        queue: &str,
+        receipts: Vec<String>,
+        delay: Option<Duration>,
+        reason: Option<String>,
+    ) -> Result<Vec<Result<()>>> {
+        let request = pb::NackRequest {
+            queue: queue.into(),
+            receipts,
+            delay_ms: delay.map(|d| d.as_millis() as u64),
+            reason,
+        };
+        let response = self
+            .with_retries(|ch| {
+                let request = request.clone();
+                async move { Self::queue_client(ch).nack(request).await }
+            })
+            .await?;
+        Ok(receipt_results(response.results))
+    }
+
+    /// Moves lease deadlines to now + `visibility`.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: raftq_client::Client, receipt: String) -> raftq_client::Result<()> {
+    /// client.extend("jobs", vec![receipt], std::time::Duration::from_secs(60)).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn extend(
+        &self,
+        queue: &str,
+        receipts: Vec<String>,
+        visibility: Duration,
+    ) -> Result<Vec<Result<()>>> {
+        let request = pb::ExtendRequest {
+            queue: queue.into(),
+            receipts,
+            visibility_ms: visibility.as_millis() as u64,
+        };
+        let response = self
+            .with_retries(|ch| {
+                let request = request.clone();
+                async move { Self::queue_client(ch).extend(request).await }
+            })
+            .await?;
+        Ok(receipt_results(response.results))
+    }
+
+    /// Removes every message of a queue; returns how many.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: raftq_client::Client) -> raftq_client::Result<()> {
+    /// let removed = client.purge("jobs").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn purge(&self, name: &str) -> Result<u64> {
+        let request = pb::PurgeRequest { name: name.into() };
+        let response = self
+            .with_retries(|ch| {
+                let request = request.clone();
+                async move { Self::queue_client(ch).purge(request).await }
+            })
+            .await?;
+        Ok(response.messages)
+    }
+
+    /// Moves up to `max` dead letters back to their source queues; returns
+    /// (moved, skipped).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: raftq_client::Client) -> raftq_client::Result<()> {
+    /// let (moved, skipped) = client.redrive("jobs-dlq", 100).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn redrive(&self, dlq: &str, max: u32) -> Result<(u64, u64)> {
+        let request = pb::RedriveRequest {
+            dlq: dlq.into(),
+            max,
+        };
+        let response = self
+            .with_retries(|ch| {
+                let request = request.clone();
+                async move { Self::queue_client(ch).redrive(request).await }
+            })
+            .await?;
+        Ok((response.moved, response.skipped))
+    }
+
+    /// The cluster as the node reached sees it.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: raftq_client::Client) -> raftq_client::Result<()> {
+    /// let status = client.cluster_status().await?;
+    /// println!("leader: {:?}", status.leader_id);
+    /// # Ok(()) }
+    /// ```
+    pub async fn cluster_status(&self) -> Result<pb::StatusResponse> {
+        self.with_retries(|ch| async move {
+            ClusterServiceClient::new(ch)
+                .status(pb::StatusRequest {})
+                .await
+        })
+        .await
+    }
+
+    /// The cluster as the node at `addr` sees it (no leader routing).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: raftq_client::Client) -> raftq_client::Result<()> {
+    /// let status = client.node_status("127.0.0.1:7402").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn node_status(&self, addr: &str) -> Result<pb::StatusResponse> {
+        let single = Client::with_retry(
+            [addr],
+            RetryPolicy {
+                max_elapsed: Duration::ZERO,
+                ..self.inner.retry
+            },
+        )?;
+        single.cluster_status().await
+    }
+
+    /// Adds a node: it joins as a learner and becomes a voter once caught up.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: raftq_client::Client) -> raftq_client::Result<()> {
+    /// client.add_node(4, "127.0.0.1:7404").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn add_node(&self, id: u64, addr: &str) -> Result<pb::StatusResponse> {
+        let request = pb::AddNodeRequest {
+            id,
+            addr: addr.into(),
+        };
+        let response = self
+            .with_retries(|ch| {
+                let request = request.clone();
+                async move {
+                    let mut request = tonic::Request::new(request);
+                    request.set_timeout(Duration::from_secs(180));
+                    ClusterServiceClient::new(ch).add_node(request).await
+                }
+            })
+            .await?;
+        response
+            .status
+            .ok_or_else(|| Error::new(tonic::Code::Internal, "the server sent no status"))
+    }
+
+    /// Removes a node from the cluster.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: raftq_client::Client) -> raftq_client::Result<()> {
+    /// client.remove_node(4).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn remove_node(&self, id: u64) -> Result<pb::StatusResponse> {
+        let request = pb::RemoveNodeRequest { id };
+        let response = self
+            .with_retries(
+                |ch| async move { ClusterServiceClient::new(ch).remove_node(request).await },
+            )
+            .await?;
+        response
+            .status
+            .ok_or_else(|| Error::new(tonic::Code::Internal, "the server sent no status"))
+    }
+
+    /// The current target's channel (for the consumer's stream).
+    pub(crate) fn target(&self) -> Result<(String, Channel)> {
+        self.inner.leader.target()
+    }
+
+    /// Learns the leader from metadata (for the consumer's stream).
+    pub(crate) fn observe(&self, metadata: &tonic::metadata::MetadataMap) {
+        self.inner.leader.observe(metadata);
+    }
+
+    /// Marks an address as failed (for the consumer's stream).
+    pub(crate) fn failed(&self, addr: &str) {
+        self.inner.leader.failed(addr);
+    }
+
+    /// The retry policy.
+    pub(crate) fn retry_policy(&self) -> RetryPolicy {
+        self.inner.retry
+    }
+}
+
+fn refusal_error(refusal: pb::Refusal) -> Error {
+    Error::new(tonic::Code::from_i32(refusal.code), refusal.message)
+}
+
+fn receipt_results(results: Vec<pb::ReceiptResult>) -> Vec<Result<()>> {
+    results
+        .into_iter()
+        .map(|r| match r.error {
+            None => Ok(()),
+            Some(refusal) => Err(refusal_error(refusal)),
+        })
+        .collect()
+}

@@ -1,0 +1,456 @@
+//! [`Consumer`]: an async `Stream` of messages from one queue.
+//!
+//! It holds a `Consume` stream to the leader with credit-based flow control:
+//! the server sends at most `prefetch` messages the application has not yet
+//! acked or nacked; each ack or nack grants one more. While the application
+//! holds a message, the consumer extends its lease before it runs out
+//! (`auto_extend`), so slow work is not redelivered under its feet. Acks are
+//! coalesced: those issued together travel in one request. When the stream
+//! breaks (leader change, node loss), the consumer reconnects with backoff;
+//! messages already handed out keep their receipts and can still be acked.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::Stream;
+use raftq_proto::v1 as pb;
+use raftq_proto::v1::queue_service_client::QueueServiceClient;
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::StreamExt;
+
+use crate::client::{Client, MAX_MESSAGE_BYTES};
+use crate::error::{Error, Result};
+
+/// Most acks coalesced into one request.
+const MAX_ACK_BATCH: usize = 100;
+
+/// How a consumer receives.
+#[derive(Clone, Debug)]
+pub struct ConsumerConfig {
+    /// Messages the server may send ahead of the application's acks (1–1000).
+    pub prefetch: u32,
+    /// Lease length; the queue's visibility timeout when unset.
+    pub visibility: Option<Duration>,
+    /// Name shown in queue stats.
+    pub consumer: String,
+    /// Extend the lease of messages the application still holds.
+    pub auto_extend: bool,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        ConsumerConfig {
+            prefetch: 32,
+            visibility: None,
+            consumer: String::new(),
+            auto_extend: true,
+        }
+    }
+}
+
+enum Settle {
+    Ack,
+    Nack {
+        delay: Option<Duration>,
+        reason: Option<String>,
+    },
+}
+
+struct SettleOp {
+    receipt: String,
+    settle: Settle,
+    reply: oneshot::Sender<Result<()>>,
+}
+
+/// A held message: its lease deadline and lease length, in ms.
+#[derive(Clone, Copy)]
+struct Held {
+    deadline_ms: u64,
+    lease_ms: u64,
+}
+
+struct Shared {
+    client: Client,
+    queue: String,
+    settle_tx: mpsc::Sender<SettleOp>,
+    held: Mutex<HashMap<String, Held>>,
+    credit_tx: Mutex<Option<mpsc::Sender<u32>>>,
+}
+
+impl Shared {
+    /// The message is done with (acked, nacked or dropped): forget it and let
+    /// the server send one more.
+    fn release(&self, receipt: &str) {
+        let removed = self
+            .held
+            .lock()
+            .expect("held lock is never poisoned")
+            .remove(receipt);
+        if removed.is_some() {
+            if let Some(credit) = self
+                .credit_tx
+                .lock()
+                .expect("credit lock is never poisoned")
+                .as_ref()
+            {
+                let _ = credit.try_send(1);
+            }
+        }
+    }
+}
+
+/// A message handed to the application. Ack or nack it when done; dropping it
+/// without either lets its lease run out and it is delivered again.
+pub struct Received {
+    /// The delivery as the server sent it.
+    pub delivery: pb::Delivery,
+    shared: Arc<Shared>,
+    settled: bool,
+}
+
+impl Received {
+    /// The payload.
+    pub fn body(&self) -> &Bytes {
+        &self.delivery.body
+    }
+
+    /// The message id.
+    pub fn id(&self) -> u64 {
+        self.delivery.id
+    }
+
+    /// Which delivery this is (1 for the first).
+    pub fn delivery_count(&self) -> u32 {
+        self.delivery.delivery_count
+    }
+
+    /// Acks the message: it is deleted and never delivered again.
+    ///
+    /// ```no_run
+    /// # async fn demo(message: raftq_client::Received) -> raftq_client::Result<()> {
+    /// message.ack().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn ack(mut self) -> Result<()> {
+        self.settle(Settle::Ack).await
+    }
+
+    /// Nacks the message: redelivered after `delay` (or the queue's backoff).
+    ///
+    /// ```no_run
+    /// # async fn demo(message: raftq_client::Received) -> raftq_client::Result<()> {
+    /// message.nack(None, Some("downstream unavailable".into())).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn nack(mut self, delay: Option<Duration>, reason: Option<String>) -> Result<()> {
+        self.settle(Settle::Nack { delay, reason }).await
+    }
+
+    async fn settle(&mut self, settle: Settle) -> Result<()> {
+        self.settled = true;
+        let receipt = self.delivery.receipt.clone();
+        let (reply, result) = oneshot::channel();
+        let sent = self
+            .shared
+            .settle_tx
+            .send(SettleOp {
+                receipt: receipt.clone(),
+                settle,
+                reply,
+            })
+            .await;
+        let result = match sent {
+            Ok(()) => result.await.unwrap_or_else(|_| {
+                Err(Error::new(
+                    tonic::Code::Cancelled,
+                    "the consumer has stopped",
+                ))
+            }),
+            Err(_) => Err(Error::new(
+                tonic::Code::Cancelled,
+                "the consumer has stopped",
+            )),
+        };
+        self.shared.release(&receipt);
+        result
+    }
+}
+
+impl Drop for Received {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.shared.release(&self.delivery.receipt);
+        }
+    }
+}
+
+/// A stream of messages from one queue.
+pub struct Consumer {
+    rx: mpsc::Receiver<Result<Received>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Consumer {
+    /// Starts consuming `queue`. Needs a tokio runtime.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> raftq_client::Result<()> {
+    /// use futures::StreamExt;
+    /// use raftq_client::{Client, Consumer, ConsumerConfig};
+    /// let client = Client::connect(["127.0.0.1:7401"])?;
+    /// let mut consumer = Consumer::new(client, "jobs", ConsumerConfig::default());
+    /// while let Some(message) = consumer.next().await {
+    ///     let message = message?;
+    ///     println!("{:?}", message.body());
+    ///     message.ack().await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn new(client: Client, queue: &str, config: ConsumerConfig) -> Self {
+        let config = ConsumerConfig {
+            prefetch: config.prefetch.clamp(1, 1000),
+            ..config
+        };
+        let (settle_tx, settle_rx) = mpsc::channel(1024);
+        let shared = Arc::new(Shared {
+            client,
+            queue: queue.into(),
+            settle_tx,
+            held: Mutex::default(),
+            credit_tx: Mutex::default(),
+        });
+        let (out_tx, rx) = mpsc::channel(config.prefetch as usize);
+        let mut tasks = vec![
+            tokio::spawn(stream_task(shared.clone(), config.clone(), out_tx)),
+            tokio::spawn(settle_task(shared.clone(), settle_rx)),
+        ];
+        if config.auto_extend {
+            tasks.push(tokio::spawn(extend_task(shared)));
+        }
+        Consumer { rx, tasks }
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl Stream for Consumer {
+    type Item = Result<Received>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+async fn stream_task(
+    shared: Arc<Shared>,
+    config: ConsumerConfig,
+    out: mpsc::Sender<Result<Received>>,
+) {
+    let retry = shared.client.retry_policy();
+    let mut attempt = 0;
+    loop {
+        if out.is_closed() {
+            return;
+        }
+        let (addr, channel) = match shared.client.target() {
+            Ok(target) => target,
+            Err(err) => {
+                let _ = out.send(Err(err)).await;
+                return;
+            }
+        };
+        let (credit_tx, credit_rx) = mpsc::channel::<u32>(4096);
+        *shared
+            .credit_tx
+            .lock()
+            .expect("credit lock is never poisoned") = Some(credit_tx);
+        let held = shared
+            .held
+            .lock()
+            .expect("held lock is never poisoned")
+            .len() as u32;
+        let start = pb::ConsumeRequest {
+            request: Some(pb::consume_request::Request::Start(pb::ConsumeStart {
+                queue: shared.queue.clone(),
+                credit: config.prefetch.saturating_sub(held).max(1),
+                visibility_ms: config.visibility.map(|d| d.as_millis() as u64),
+                consumer: config.consumer.clone(),
+            })),
+        };
+        let grants =
+            tokio_stream::wrappers::ReceiverStream::new(credit_rx).map(|n| pb::ConsumeRequest {
+                request: Some(pb::consume_request::Request::Credit(n)),
+            });
+        let outbound = tokio_stream::once(start).chain(grants);
+        let mut client = QueueServiceClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let failure = match client.consume(outbound).await {
+            Ok(response) => {
+                shared.client.observe(response.metadata());
+                let mut stream = response.into_inner();
+                loop {
+                    match stream.message().await {
+                        Ok(Some(pb::ConsumeResponse {
+                            message: Some(delivery),
+                        })) => {
+                            attempt = 0;
+                            let lease_ms = delivery
+                                .lease_deadline_ms
+                                .saturating_sub(now_ms())
+                                .max(1_000);
+                            shared
+                                .held
+                                .lock()
+                                .expect("held lock is never poisoned")
+                                .insert(
+                                    delivery.receipt.clone(),
+                                    Held {
+                                        deadline_ms: delivery.lease_deadline_ms,
+                                        lease_ms,
+                                    },
+                                );
+                            let received = Received {
+                                delivery,
+                                shared: shared.clone(),
+                                settled: false,
+                            };
+                            if out.send(Ok(received)).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(Some(_)) => {}
+                        Ok(None) => {
+                            break Error::new(tonic::Code::Unavailable, "the consume stream ended")
+                        }
+                        Err(status) => {
+                            shared.client.observe(status.metadata());
+                            break Error::from(status);
+                        }
+                    }
+                }
+            }
+            Err(status) => {
+                shared.client.observe(status.metadata());
+                if status.code() == tonic::Code::Unavailable
+                    && !status
+                        .metadata()
+                        .contains_key(raftq_proto::LEADER_ADDR_HEADER)
+                {
+                    shared.client.failed(&addr);
+                }
+                Error::from(status)
+            }
+        };
+        if !failure.is_retryable() {
+            let _ = out.send(Err(failure)).await;
+            return;
+        }
+        tracing::debug!(%addr, error = %failure, "consume stream broke; reconnecting");
+        tokio::time::sleep(retry.backoff(attempt)).await;
+        attempt += 1;
+    }
+}
+
+async fn settle_task(shared: Arc<Shared>, mut rx: mpsc::Receiver<SettleOp>) {
+    while let Some(first) = rx.recv().await {
+        let mut acks = Vec::new();
+        let mut others = Vec::new();
+        for op in std::iter::once(first) {
+            match op.settle {
+                Settle::Ack => acks.push(op),
+                _ => others.push(op),
+            }
+        }
+        while acks.len() < MAX_ACK_BATCH {
+            match rx.try_recv() {
+                Ok(op) if matches!(op.settle, Settle::Ack) => acks.push(op),
+                Ok(op) => others.push(op),
+                Err(_) => break,
+            }
+        }
+        if !acks.is_empty() {
+            let receipts = acks.iter().map(|op| op.receipt.clone()).collect();
+            match shared.client.ack(&shared.queue, receipts).await {
+                Ok(results) => {
+                    for (op, result) in acks.into_iter().zip(results) {
+                        let _ = op.reply.send(result);
+                    }
+                }
+                Err(err) => {
+                    for op in acks {
+                        let _ = op.reply.send(Err(err.clone()));
+                    }
+                }
+            }
+        }
+        for op in others {
+            let Settle::Nack { delay, reason } = op.settle else {
+                continue;
+            };
+            let result = shared
+                .client
+                .nack(&shared.queue, vec![op.receipt.clone()], delay, reason)
+                .await
+                .and_then(|mut results| results.pop().unwrap_or(Ok(())));
+            let _ = op.reply.send(result);
+        }
+    }
+}
+
+async fn extend_task(shared: Arc<Shared>) {
+    let mut interval = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        interval.tick().await;
+        let now = now_ms();
+        let due: Vec<(String, Held)> = shared
+            .held
+            .lock()
+            .expect("held lock is never poisoned")
+            .iter()
+            .filter(|(_, held)| held.deadline_ms.saturating_sub(now) < held.lease_ms / 2)
+            .map(|(receipt, held)| (receipt.clone(), *held))
+            .collect();
+        for chunk in due.chunks(MAX_ACK_BATCH) {
+            let lease_ms = chunk
+                .iter()
+                .map(|(_, h)| h.lease_ms)
+                .max()
+                .unwrap_or(30_000);
+            let receipts: Vec<String> = chunk.iter().map(|(r, _)| r.clone()).collect();
+            let Ok(results) = shared
+                .client
+                .extend(
+                    &shared.queue,
+                    receipts.clone(),
+                    Duration::from_millis(lease_ms),
+                )
+                .await
+            else {
+                continue;
+            };
+            let mut held = shared.held.lock().expect("held lock is never poisoned");
+            for (receipt, result) in receipts.iter().zip(results) {
+                if let (Ok(()), Some(entry)) = (result, held.get_mut(receipt)) {
+                    entry.deadline_ms = now_ms() + lease_ms;
+                }
+            }
+        }
+    }
+}

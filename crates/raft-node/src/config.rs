@@ -1,0 +1,399 @@
+//! A node's configuration: one [`NodeConfig`], from flags, `RAFTQ_*`
+//! environment variables and an optional TOML file, in that order of
+//! precedence, over the defaults in [`NodeConfig::default`].
+//!
+//! `validate` runs before anything starts and names the broken rule.
+//! `deploy/raftq.toml` is a commented sample of the file.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// Default gRPC port (clients and peers).
+pub const DEFAULT_GRPC_PORT: u16 = 7400;
+
+/// A node's resolved configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeConfig {
+    /// This node's id: unique in the cluster, never reused for another disk.
+    pub id: u64,
+    /// Where the gRPC server (public API and Raft traffic) listens.
+    pub listen: SocketAddr,
+    /// The address other nodes and clients use to reach this node; defaults to
+    /// `listen` (set it when listening on 0.0.0.0 or behind NAT).
+    pub advertise: Option<String>,
+    /// Where the HTTP server (`/metrics`, `/health`, `/ready`) listens; none
+    /// when unset.
+    pub http_listen: Option<SocketAddr>,
+    /// Where the Raft log, the state and the snapshots live.
+    pub data_dir: PathBuf,
+    /// The founding members `id -> host:port`, identical on every node. The
+    /// first start with an empty data dir bootstraps the cluster from it;
+    /// later starts ignore it.
+    pub initial_cluster: BTreeMap<u64, String>,
+    /// Leader heartbeat, ms. In openraft 0.9 also the append RPC timeout.
+    pub heartbeat_ms: u64,
+    /// Election timeout range, ms.
+    pub election_timeout_min_ms: u64,
+    /// Upper end of the election timeout range, ms.
+    pub election_timeout_max_ms: u64,
+    /// Log entries since the last snapshot that trigger a new one.
+    pub snapshot_after_entries: u64,
+    /// Most client requests folded into one Raft entry.
+    pub max_batch_commands: usize,
+    /// Most payload bytes folded into one Raft entry.
+    pub max_batch_bytes: usize,
+    /// Raft entries proposed and not yet committed at once; more requests wait
+    /// and are folded into the next entry.
+    pub max_inflight_proposals: usize,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            id: 1,
+            listen: SocketAddr::from(([127, 0, 0, 1], DEFAULT_GRPC_PORT)),
+            advertise: None,
+            http_listen: None,
+            data_dir: PathBuf::from("./data"),
+            initial_cluster: BTreeMap::new(),
+            heartbeat_ms: 300,
+            election_timeout_min_ms: 1_200,
+            election_timeout_max_ms: 2_400,
+            snapshot_after_entries: 20_000,
+            max_batch_commands: 1_024,
+            max_batch_bytes: 8 * 1024 * 1024,
+            max_inflight_proposals: 4,
+        }
+    }
+}
+
+impl NodeConfig {
+    /// The address this node gives to others.
+    pub fn advertised(&self) -> String {
+        self.advertise
+            .clone()
+            .unwrap_or_else(|| self.listen.to_string())
+    }
+
+    /// Checks every rule; the error names the first one broken.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |rule: String| Err(Error::Config(rule));
+        if self.id == 0 {
+            return bad("id must be at least 1".into());
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return bad("data_dir must not be empty".into());
+        }
+        if !self.initial_cluster.is_empty() && !self.initial_cluster.contains_key(&self.id) {
+            return bad(format!(
+                "initial_cluster must include this node's id {} (it names {:?})",
+                self.id,
+                self.initial_cluster.keys().collect::<Vec<_>>()
+            ));
+        }
+        for (id, addr) in &self.initial_cluster {
+            check_addr(addr)
+                .map_err(|why| Error::Config(format!("initial_cluster {id}={addr}: {why}")))?;
+        }
+        if let Some(addr) = &self.advertise {
+            check_addr(addr).map_err(|why| Error::Config(format!("advertise {addr}: {why}")))?;
+        }
+        if self.heartbeat_ms == 0 || self.heartbeat_ms >= self.election_timeout_min_ms {
+            return bad(format!(
+                "heartbeat_ms ({}) must be above 0 and below election_timeout_min_ms ({})",
+                self.heartbeat_ms, self.election_timeout_min_ms
+            ));
+        }
+        if self.election_timeout_min_ms >= self.election_timeout_max_ms {
+            return bad(format!(
+                "election_timeout_min_ms ({}) must be below election_timeout_max_ms ({})",
+                self.election_timeout_min_ms, self.election_timeout_max_ms
+            ));
+        }
+        if self.snapshot_after_entries < 100 {
+            return bad("snapshot_after_entries must be at least 100".into());
+        }
+        if self.max_batch_commands == 0
+            || self.max_batch_commands > raftq_storage::queue::MAX_BATCH_COMMANDS
+        {
+            return bad(format!(
+                "max_batch_commands must be 1 to {}",
+                raftq_storage::queue::MAX_BATCH_COMMANDS
+            ));
+        }
+        if self.max_batch_bytes < 64 * 1024 {
+            return bad("max_batch_bytes must be at least 65536".into());
+        }
+        if self.max_inflight_proposals == 0 || self.max_inflight_proposals > 64 {
+            return bad("max_inflight_proposals must be 1 to 64".into());
+        }
+        Ok(())
+    }
+}
+
+/// Checks a `host:port` address.
+pub fn check_addr(addr: &str) -> std::result::Result<(), String> {
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| "expected host:port".to_string())?;
+    if host.is_empty() {
+        return Err("empty host".into());
+    }
+    port.parse::<u16>()
+        .map_err(|_| format!("port {port:?} is not a number from 0 to 65535"))?;
+    Ok(())
+}
+
+/// Parses `1=host:port,2=host:port,…`.
+pub fn parse_initial_cluster(text: &str) -> std::result::Result<BTreeMap<u64, String>, String> {
+    let mut members = BTreeMap::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part
+            .split_once('=')
+            .ok_or_else(|| format!("{part:?} is not ID=HOST:PORT"))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .map_err(|_| format!("{id:?} in {part:?} is not a node id (a number)"))?;
+        check_addr(addr.trim()).map_err(|why| format!("{part:?}: {why}"))?;
+        if members.insert(id, addr.trim().to_string()).is_some() {
+            return Err(format!("node id {id} appears twice"));
+        }
+    }
+    Ok(members)
+}
+
+/// `raftq serve` flags. Each may also come from its `RAFTQ_*` variable or the
+/// TOML file given with `--config`; flags win over the environment, which
+/// wins over the file.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct ServeArgs {
+    /// This node's id (a number, unique in the cluster).
+    #[arg(long, env = "RAFTQ_ID")]
+    pub id: Option<u64>,
+    /// gRPC listen address (clients and peers).
+    #[arg(long, env = "RAFTQ_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Address others use to reach this node (default: --listen).
+    #[arg(long, env = "RAFTQ_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// HTTP listen address for /metrics, /health and /ready.
+    #[arg(long, env = "RAFTQ_HTTP_LISTEN")]
+    pub http_listen: Option<SocketAddr>,
+    /// Directory for the Raft log, state and snapshots.
+    #[arg(long, env = "RAFTQ_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Founding members, identical on every node: 1=host:port,2=host:port,3=host:port.
+    /// Used on the first start only.
+    #[arg(long, env = "RAFTQ_INITIAL_CLUSTER", value_parser = parse_initial_cluster)]
+    pub initial_cluster: Option<BTreeMap<u64, String>>,
+    /// Leader heartbeat in ms (also the append RPC timeout).
+    #[arg(long, env = "RAFTQ_HEARTBEAT_MS")]
+    pub heartbeat_ms: Option<u64>,
+    /// Lower end of the election timeout in ms.
+    #[arg(long, env = "RAFTQ_ELECTION_TIMEOUT_MIN_MS")]
+    pub election_timeout_min_ms: Option<u64>,
+    /// Upper end of the election timeout in ms.
+    #[arg(long, env = "RAFTQ_ELECTION_TIMEOUT_MAX_MS")]
+    pub election_timeout_max_ms: Option<u64>,
+    /// Take a snapshot after this many log entries.
+    #[arg(long, env = "RAFTQ_SNAPSHOT_AFTER_ENTRIES")]
+    pub snapshot_after_entries: Option<u64>,
+    /// TOML file with any of the settings above (snake_case keys).
+    #[arg(long, env = "RAFTQ_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// The TOML file's shape: every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    id: Option<u64>,
+    listen: Option<SocketAddr>,
+    advertise: Option<String>,
+    http_listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    initial_cluster: Option<BTreeMap<String, String>>,
+    heartbeat_ms: Option<u64>,
+    election_timeout_min_ms: Option<u64>,
+    election_timeout_max_ms: Option<u64>,
+    snapshot_after_entries: Option<u64>,
+    max_batch_commands: Option<usize>,
+    max_batch_bytes: Option<usize>,
+    max_inflight_proposals: Option<usize>,
+}
+
+impl ServeArgs {
+    /// Resolves flags, environment, file and defaults into a validated config.
+    pub fn resolve(&self) -> Result<NodeConfig> {
+        let file = match &self.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let defaults = NodeConfig::default();
+        let file_cluster = match file.initial_cluster {
+            None => None,
+            Some(map) => {
+                let mut members = BTreeMap::new();
+                for (id, addr) in map {
+                    let id: u64 = id.parse().map_err(|_| {
+                        Error::Config(format!(
+                            "initial_cluster key {id:?} is not a node id (a number)"
+                        ))
+                    })?;
+                    members.insert(id, addr);
+                }
+                Some(members)
+            }
+        };
+        let config = NodeConfig {
+            id: self.id.or(file.id).unwrap_or(defaults.id),
+            listen: self.listen.or(file.listen).unwrap_or(defaults.listen),
+            advertise: self.advertise.clone().or(file.advertise),
+            http_listen: self.http_listen.or(file.http_listen),
+            data_dir: self
+                .data_dir
+                .clone()
+                .or(file.data_dir)
+                .unwrap_or(defaults.data_dir),
+            initial_cluster: self
+                .initial_cluster
+                .clone()
+                .or(file_cluster)
+                .unwrap_or_default(),
+            heartbeat_ms: self
+                .heartbeat_ms
+                .or(file.heartbeat_ms)
+                .unwrap_or(defaults.heartbeat_ms),
+            election_timeout_min_ms: self
+                .election_timeout_min_ms
+                .or(file.election_timeout_min_ms)
+                .unwrap_or(defaults.election_timeout_min_ms),
+            election_timeout_max_ms: self
+                .election_timeout_max_ms
+                .or(file.election_timeout_max_ms)
+                .unwrap_or(defaults.election_timeout_max_ms),
+            snapshot_after_entries: self
+                .snapshot_after_entries
+                .or(file.snapshot_after_entries)
+                .unwrap_or(defaults.snapshot_after_entries),
+            max_batch_commands: file
+                .max_batch_commands
+                .unwrap_or(defaults.max_batch_commands),
+            max_batch_bytes: file.max_batch_bytes.unwrap_or(defaults.max_batch_bytes),
+            max_inflight_proposals: file
+                .max_inflight_proposals
+                .unwrap_or(defaults.max_inflight_proposals),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig> {
+    let text = std::fs::read_to_string(path).map_err(|err| {
+        Error::Config(format!("cannot read config file {}: {err}", path.display()))
+    })?;
+    toml::from_str(&text)
+        .map_err(|err| Error::Config(format!("config file {}: {err}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn initial_cluster_parses_and_rejects_nonsense_by_name() {
+        let members = parse_initial_cluster("1=127.0.0.1:7401, 2=localhost:7402").expect("parses");
+        assert_eq!(members[&2], "localhost:7402");
+        for (bad, says) in [
+            ("1", "ID=HOST:PORT"),
+            ("x=a:1", "not a node id"),
+            ("1=a", "host:port"),
+            ("1=a:99999", "port"),
+            ("1=a:1,1=b:2", "twice"),
+        ] {
+            let err = parse_initial_cluster(bad).expect_err(bad);
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn flags_win_over_the_file_which_wins_over_defaults() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("raftq.toml");
+        std::fs::write(
+            &path,
+            "id = 2\nheartbeat_ms = 200\n[initial_cluster]\n1 = \"a:1\"\n2 = \"b:2\"\n",
+        )
+        .expect("write");
+        let args = ServeArgs {
+            heartbeat_ms: Some(250),
+            config: Some(path),
+            ..ServeArgs::default()
+        };
+        let config = args.resolve().expect("valid");
+        assert_eq!((config.id, config.heartbeat_ms), (2, 250));
+        assert_eq!(config.initial_cluster.len(), 2);
+        assert_eq!(
+            config.election_timeout_min_ms,
+            NodeConfig::default().election_timeout_min_ms
+        );
+    }
+
+    #[test]
+    fn a_malformed_config_file_is_refused_with_its_name_and_the_problem() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("raftq.toml");
+        std::fs::write(&path, "idd = 2\n").expect("write");
+        let args = ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        };
+        let err = args.resolve().expect_err("unknown key").to_string();
+        assert!(err.contains("raftq.toml") && err.contains("idd"), "{err}");
+    }
+
+    #[test]
+    fn validate_names_the_broken_rule() {
+        let cases = [
+            (
+                NodeConfig {
+                    id: 0,
+                    ..NodeConfig::default()
+                },
+                "id must be",
+            ),
+            (
+                NodeConfig {
+                    initial_cluster: BTreeMap::from([(2, "a:1".to_string())]),
+                    ..NodeConfig::default()
+                },
+                "must include this node",
+            ),
+            (
+                NodeConfig {
+                    heartbeat_ms: 5_000,
+                    ..NodeConfig::default()
+                },
+                "heartbeat_ms",
+            ),
+            (
+                NodeConfig {
+                    election_timeout_max_ms: 1_000,
+                    ..NodeConfig::default()
+                },
+                "election_timeout_min_ms",
+            ),
+        ];
+        for (config, rule) in cases {
+            let err = config.validate().expect_err(rule).to_string();
+            assert!(err.contains(rule), "{err} should name {rule}");
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! Conversions between the public proto types and the storage crate's.
+//!
+//! The wire keeps units in field names (`_ms`) and leaves every config field
+//! optional, so a client states only what it changes from the defaults.
+
+use raftq_proto::v1 as pb;
+use raftq_storage::queue::{
+    DeadLetter, Delivery, NewMessage, Overflow, QueueConfig, QueueName, QueueStats, Receipt,
+};
+use raftq_storage::Refusal;
+
+use crate::error::{Error, Result};
+use crate::service::status::refusal_code;
+
+/// A queue config from the wire; unset fields take their defaults.
+pub fn config_from_pb(config: Option<pb::QueueConfig>) -> Result<QueueConfig> {
+    let defaults = QueueConfig::default();
+    let Some(c) = config else {
+        return Ok(defaults);
+    };
+    let overflow = match c.overflow {
+        None => defaults.overflow,
+        Some(value) => match pb::Overflow::try_from(value) {
+            Ok(pb::Overflow::Reject) => Overflow::Reject,
+            Ok(pb::Overflow::DropOldest) => Overflow::DropOldest,
+            Err(_) => {
+                return Err(Error::InvalidArgument(format!(
+                    "overflow {value} is not a known policy"
+                )))
+            }
+        },
+    };
+    Ok(QueueConfig {
+        visibility_timeout_ms: c
+            .visibility_timeout_ms
+            .unwrap_or(defaults.visibility_timeout_ms),
+        max_deliveries: c.max_deliveries.unwrap_or(defaults.max_deliveries),
+        dead_letter_queue: c
+            .dead_letter_queue
+            .filter(|q| !q.is_empty())
+            .map(QueueName::new),
+        retry_backoff_min_ms: c
+            .retry_backoff_min_ms
+            .unwrap_or(defaults.retry_backoff_min_ms),
+        retry_backoff_max_ms: c
+            .retry_backoff_max_ms
+            .or(c.retry_backoff_min_ms)
+            .unwrap_or(defaults.retry_backoff_max_ms),
+        message_ttl_ms: c.message_ttl_ms.or(defaults.message_ttl_ms),
+        retention_ms: c.retention_ms.unwrap_or(defaults.retention_ms),
+        max_length: c.max_length.or(defaults.max_length),
+        max_bytes: c.max_bytes.or(defaults.max_bytes),
+        overflow,
+        max_message_bytes: c.max_message_bytes.unwrap_or(defaults.max_message_bytes),
+        default_delay_ms: c.default_delay_ms.unwrap_or(defaults.default_delay_ms),
+        max_delay_ms: c.max_delay_ms.unwrap_or(defaults.max_delay_ms),
+        dedup_window_ms: c.dedup_window_ms.unwrap_or(defaults.dedup_window_ms),
+    })
+}
+
+/// A queue config for the wire, every field set.
+pub fn config_to_pb(c: &QueueConfig) -> pb::QueueConfig {
+    pb::QueueConfig {
+        visibility_timeout_ms: Some(c.visibility_timeout_ms),
+        max_deliveries: Some(c.max_deliveries),
+        dead_letter_queue: c.dead_letter_queue.as_ref().map(|q| q.to_string()),
+        retry_backoff_min_ms: Some(c.retry_backoff_min_ms),
+        retry_backoff_max_ms: Some(c.retry_backoff_max_ms),
+        message_ttl_ms: c.message_ttl_ms,
+        retention_ms: Some(c.retention_ms),
+        max_length: c.max_length,
+        max_bytes: c.max_bytes,
+        overflow: Some(match c.overflow {
+            Overflow::Reject => pb::Overflow::Reject as i32,
+            Overflow::DropOldest => pb::Overflow::DropOldest as i32,
+        }),
+        max_message_bytes: Some(c.max_message_bytes),
+        default_delay_ms: Some(c.default_delay_ms),
+        max_delay_ms: Some(c.max_delay_ms),
+        dedup_window_ms: Some(c.dedup_window_ms),
+    }
+}
+
+/// Queue stats for the wire.
+pub fn info_to_pb(stats: QueueStats) -> pb::QueueInfo {
+    let c = stats.counters;
+    pb::QueueInfo {
+        config: stats.config.as_ref().map(config_to_pb),
+        name: stats.name,
+        ready: stats.ready,
+        in_flight: stats.in_flight,
+        delayed: stats.delayed,
+        bytes: stats.bytes,
+        oldest_ready_age_ms: stats.oldest_ready_age_ms,
+        oldest_in_flight_age_ms: stats.oldest_in_flight_age_ms,
+        oldest_in_flight_consumer: stats.oldest_in_flight_consumer,
+        counters: Some(pb::QueueCounters {
+            enqueued: c.enqueued,
+            acked: c.acked,
+            dead_lettered: c.dead_lettered,
+            expired: c.expired,
+            dropped: c.dropped,
+            redriven: c.redriven,
+        }),
+        dead_letter_source_of: stats.dead_letter_source_of,
+    }
+}
+
+/// A message from the wire.
+pub fn message_from_pb(m: pb::NewMessage) -> NewMessage {
+    NewMessage {
+        body: m.body,
+        attributes: m.attributes.into_iter().collect(),
+        dedup_id: m.dedup_id,
+        group: m.group,
+        delay_ms: m.delay_ms,
+    }
+}
+
+fn dead_letter_to_pb(d: DeadLetter) -> pb::DeadLetterInfo {
+    pb::DeadLetterInfo {
+        source_queue: d.source_queue.to_string(),
+        source_id: d.source_id.0,
+        delivery_count: d.delivery_count,
+        reason: d.reason,
+        dead_lettered_at_ms: d.dead_lettered_at.0,
+    }
+}
+
+/// A delivery for the wire.
+pub fn delivery_to_pb(d: Delivery) -> pb::Delivery {
+    pb::Delivery {
+        id: d.id.0,
+        receipt: d.receipt.to_string(),
+        body: d.body,
+        attributes: d.attributes.into_iter().collect(),
+        group: d.group,
+        delivery_count: d.delivery_count,
+        enqueued_at_ms: d.enqueued_at.0,
+        lease_deadline_ms: d.lease_deadline.0,
+        dead_letter: d.dead_letter.map(dead_letter_to_pb),
+    }
+}
+
+/// A per-item refusal for the wire.
+pub fn refusal_to_pb(refusal: &Refusal) -> pb::Refusal {
+    pb::Refusal {
+        code: refusal_code(refusal) as i32,
+        message: refusal.to_string(),
+    }
+}
+
+/// Parses receipts as printed by receive (`ID-DELIVERY`).
+pub fn receipts_from_pb(receipts: &[String]) -> Result<Vec<Receipt>> {
+    receipts
+        .iter()
+        .map(|r| r.parse::<Receipt>().map_err(Error::from))
+        .collect()
+}

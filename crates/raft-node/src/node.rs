@@ -1,0 +1,266 @@
+//! One node: opens its stores, starts openraft, the proposer, the gRPC and
+//! HTTP servers and the ticker, and stops them all on shutdown.
+//!
+//! [`Node::start`] is the one entry point: `raftq serve` and the tests both
+//! call it (tests through [`Node::start_on`] with a listener bound to port 0).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::{Raft, SnapshotPolicy};
+use raftq_proto::internal::raft_service_server::RaftServiceServer;
+use raftq_proto::v1::cluster_service_server::ClusterServiceServer;
+use raftq_proto::v1::queue_service_server::QueueServiceServer;
+use raftq_storage::log_store::LogStats;
+use raftq_storage::queue::Timestamp;
+use raftq_storage::state_machine::StateReader;
+use raftq_storage::{LogStore, NodeId, StateMachine, TypeConfig};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::NodeConfig;
+use crate::error::{Error, Result};
+use crate::forward::Forwarder;
+use crate::metrics::Metrics;
+use crate::network::{Network, MAX_GRPC_MESSAGE_BYTES};
+use crate::propose::{BatchLimits, Proposer};
+use crate::service::{cluster::ClusterApi, queue::QueueApi, raft::RaftServer};
+
+/// Largest snapshot chunk openraft sends in one RPC.
+pub const SNAPSHOT_CHUNK_BYTES: u64 = 4 * 1024 * 1024;
+/// Log entries kept behind a snapshot, so a briefly lagging follower catches
+/// up from the log instead of a whole snapshot.
+pub const LOG_KEPT_BEHIND_SNAPSHOT: u64 = 2_000;
+/// Most entries in one append RPC.
+pub const MAX_ENTRIES_PER_APPEND: u64 = 256;
+/// How long a client request may wait for its entry to commit.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The leader's clock, in ms since the Unix epoch, for stamping commands.
+pub fn now() -> Timestamp {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    Timestamp(ms)
+}
+
+/// A running node's parts, shared by its services.
+pub struct Node {
+    /// This node's id.
+    pub id: NodeId,
+    /// Its configuration.
+    pub config: NodeConfig,
+    /// openraft.
+    pub raft: Raft<TypeConfig>,
+    /// The applied queue state.
+    pub state: StateReader,
+    /// Batches commands into Raft entries.
+    pub proposer: Proposer,
+    /// Routes requests to the leader.
+    pub forwarder: Forwarder,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
+    /// The log flusher's counters.
+    pub log_stats: Arc<LogStats>,
+    log: LogStore,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Node {
+    /// Binds `config.listen` and starts the node; it runs until `shutdown`
+    /// completes or [`NodeHandle::shutdown`] is called.
+    pub async fn start(
+        config: NodeConfig,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<NodeHandle> {
+        config.validate()?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|err| Error::Config(format!("cannot listen on {}: {err}", config.listen)))?;
+        Self::start_on(config, listener, shutdown).await
+    }
+
+    /// Starts the node on an already bound gRPC listener.
+    pub async fn start_on(
+        config: NodeConfig,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<NodeHandle> {
+        config.validate()?;
+        let grpc_addr = listener.local_addr()?;
+        std::fs::create_dir_all(&config.data_dir).map_err(|err| {
+            Error::Config(format!(
+                "cannot create data dir {}: {err}",
+                config.data_dir.display()
+            ))
+        })?;
+        let log = LogStore::open(&config.data_dir.join("log"))?;
+        let state_machine = StateMachine::open(&config.data_dir.join("sm"))?;
+        let state = state_machine.reader();
+        let log_stats = log.stats();
+        let raft_config = openraft::Config {
+            cluster_name: "raftq".into(),
+            heartbeat_interval: config.heartbeat_ms,
+            election_timeout_min: config.election_timeout_min_ms,
+            election_timeout_max: config.election_timeout_max_ms,
+            install_snapshot_timeout: 10_000,
+            max_payload_entries: MAX_ENTRIES_PER_APPEND,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_after_entries),
+            snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
+            max_in_snapshot_log_to_keep: LOG_KEPT_BEHIND_SNAPSHOT,
+            ..openraft::Config::default()
+        }
+        .validate()
+        .map_err(|err| Error::Config(err.to_string()))?;
+        let raft = Raft::new(
+            config.id,
+            Arc::new(raft_config),
+            Network::new(config.id),
+            log.clone(),
+            state_machine,
+        )
+        .await
+        .map_err(|err| Error::Internal(format!("raft failed to start: {err}")))?;
+        crate::bootstrap::maybe_initialize(&raft, &config).await?;
+
+        let metrics = Metrics::new();
+        let limits = BatchLimits {
+            max_commands: config.max_batch_commands,
+            max_bytes: config.max_batch_bytes,
+            max_inflight: config.max_inflight_proposals,
+        };
+        let proposer = Proposer::start(raft.clone(), limits, metrics.clone());
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let node = Arc::new(Node {
+            id: config.id,
+            forwarder: Forwarder::new(config.id, raft.clone()),
+            config,
+            raft,
+            state,
+            proposer,
+            metrics,
+            log_stats,
+            log,
+            shutdown: shutdown_rx,
+        });
+
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(serve_grpc(node.clone(), listener)));
+        let http_addr = match node.config.http_listen {
+            Some(addr) => {
+                let http = TcpListener::bind(addr).await.map_err(|err| {
+                    Error::Config(format!("cannot listen on {addr} for HTTP: {err}"))
+                })?;
+                let bound = http.local_addr()?;
+                tasks.push(tokio::spawn(crate::service::http::serve(
+                    node.clone(),
+                    http,
+                )));
+                Some(bound)
+            }
+            None => None,
+        };
+        tasks.push(tokio::spawn(crate::ticker::run(node.clone())));
+        let external = shutdown_tx.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = external.send(true);
+        });
+        tracing::info!(node_id = node.id, grpc = %grpc_addr, http = ?http_addr, "node started");
+        Ok(NodeHandle {
+            node,
+            grpc_addr,
+            http_addr,
+            shutdown_tx,
+            tasks,
+        })
+    }
+
+    /// A receiver that turns true when the node is shutting down.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.clone()
+    }
+
+    /// Bytes the Raft log occupies on disk.
+    pub fn log_size(&self) -> Result<u64> {
+        Ok(self.log.size_on_disk()?)
+    }
+}
+
+async fn serve_grpc(node: Arc<Node>, listener: TcpListener) {
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<QueueServiceServer<QueueApi>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(raftq_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("the descriptor set built with the proto crate is valid");
+    let mut shutdown = node.shutdown_signal();
+    let result = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(
+            RaftServiceServer::new(RaftServer::new(node.id, node.raft.clone()))
+                .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES),
+        )
+        .add_service(
+            QueueServiceServer::new(QueueApi::new(node.clone()))
+                .max_decoding_message_size(crate::service::queue::MAX_REQUEST_BYTES)
+                .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES),
+        )
+        .add_service(ClusterServiceServer::new(ClusterApi::new(node.clone())))
+        .add_service(health_service)
+        .add_service(reflection)
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            async move {
+                let _ = shutdown.wait_for(|stop| *stop).await;
+            },
+        )
+        .await;
+    if let Err(err) = result {
+        tracing::error!(node_id = node.id, error = %err, "gRPC server failed");
+    }
+}
+
+/// A started node: its addresses, and the way to stop it.
+pub struct NodeHandle {
+    /// The node's parts.
+    pub node: Arc<Node>,
+    /// Where its gRPC server listens.
+    pub grpc_addr: SocketAddr,
+    /// Where its HTTP server listens, if it has one.
+    pub http_addr: Option<SocketAddr>,
+    shutdown_tx: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl NodeHandle {
+    /// Stops the servers, then Raft; returns when the stores are closed.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown_tx.send(true);
+        self.finish().await;
+    }
+
+    /// Waits until the node has been told to stop (its shutdown future
+    /// completed), then stops it.
+    pub async fn wait(self) {
+        let mut signal = self.node.shutdown_signal();
+        let _ = signal.wait_for(|stop| *stop).await;
+        self.finish().await;
+    }
+
+    async fn finish(self) {
+        for task in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+        if let Err(err) = self.node.raft.shutdown().await {
+            tracing::warn!(error = %err, "raft did not stop cleanly");
+        }
+        tracing::info!(node_id = self.node.id, "node stopped");
+    }
+}

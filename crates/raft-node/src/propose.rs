@@ -1,0 +1,178 @@
+//! Proposal batching: many client requests, one Raft entry.
+//!
+//! openraft 0.9 appends and fsyncs each `client_write` on its own, so a node
+//! that proposed one entry per request would top out near the disk's fsync
+//! rate. The proposer instead queues requests and, whenever a proposal slot is
+//! free, folds everything waiting (up to `max_batch_commands` commands and
+//! `max_batch_bytes` payload bytes) into one [`Command::Batch`] entry. While
+//! `max_inflight_proposals` entries are being committed, new requests wait and
+//! ride the next entry together. Each caller gets its own response back.
+//!
+//! The queue of waiting requests is bounded ([`PROPOSAL_QUEUE_CAPACITY`]);
+//! callers wait for room when it is full, which pushes back on clients.
+
+use std::sync::Arc;
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::Raft;
+use raftq_storage::command::{Command, Response};
+use raftq_storage::{NodeId, TypeConfig};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+
+/// Requests that may wait for a proposal slot.
+pub const PROPOSAL_QUEUE_CAPACITY: usize = 16 * 1024;
+
+/// Bytes a command counts for against `max_batch_bytes`, roughly its encoded size.
+fn weight(command: &Command) -> usize {
+    match command {
+        Command::Enqueue { messages, .. } => messages
+            .iter()
+            .map(|m| {
+                64 + m.body.len()
+                    + m.attributes
+                        .iter()
+                        .map(|(k, v)| k.len() + v.len())
+                        .sum::<usize>()
+            })
+            .sum(),
+        _ => 64,
+    }
+}
+
+struct Proposal {
+    command: Command,
+    weight: usize,
+    reply: oneshot::Sender<Result<Response>>,
+}
+
+/// Limits of one batch.
+#[derive(Clone, Copy, Debug)]
+pub struct BatchLimits {
+    /// Most commands per entry.
+    pub max_commands: usize,
+    /// Most payload bytes per entry.
+    pub max_bytes: usize,
+    /// Most entries being committed at once.
+    pub max_inflight: usize,
+}
+
+/// Hands commands to Raft in batches.
+#[derive(Clone)]
+pub struct Proposer {
+    tx: mpsc::Sender<Proposal>,
+}
+
+impl Proposer {
+    /// Starts the batching task.
+    pub fn start(raft: Raft<TypeConfig>, limits: BatchLimits, metrics: Metrics) -> Self {
+        let (tx, rx) = mpsc::channel(PROPOSAL_QUEUE_CAPACITY);
+        tokio::spawn(run(raft, rx, limits, metrics));
+        Proposer { tx }
+    }
+
+    /// Proposes one command and waits until it is committed and applied on
+    /// this node (the leader); returns its response.
+    pub async fn propose(&self, command: Command) -> Result<Response> {
+        let (reply, response) = oneshot::channel();
+        let proposal = Proposal {
+            weight: weight(&command),
+            command,
+            reply,
+        };
+        self.tx
+            .send(proposal)
+            .await
+            .map_err(|_| Error::Unavailable("this node is shutting down".into()))?;
+        response
+            .await
+            .map_err(|_| Error::Unavailable("this node is shutting down".into()))?
+    }
+}
+
+async fn run(
+    raft: Raft<TypeConfig>,
+    mut rx: mpsc::Receiver<Proposal>,
+    limits: BatchLimits,
+    metrics: Metrics,
+) {
+    let slots = Arc::new(Semaphore::new(limits.max_inflight));
+    while let Some(first) = rx.recv().await {
+        // Wait for a slot first: what arrives meanwhile joins this batch.
+        let slot = slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        let mut bytes = first.weight;
+        let mut batch = vec![first];
+        while batch.len() < limits.max_commands && bytes < limits.max_bytes {
+            match rx.try_recv() {
+                Ok(next) => {
+                    bytes += next.weight;
+                    batch.push(next);
+                }
+                Err(_) => break,
+            }
+        }
+        metrics.proposal_batch_commands.observe(batch.len() as f64);
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            commit(&raft, batch).await;
+            drop(slot);
+        });
+    }
+}
+
+async fn commit(raft: &Raft<TypeConfig>, batch: Vec<Proposal>) {
+    let (commands, replies): (Vec<Command>, Vec<_>) =
+        batch.into_iter().map(|p| (p.command, p.reply)).unzip();
+    let single = commands.len() == 1;
+    let entry = if single {
+        commands.into_iter().next().expect("one command")
+    } else {
+        Command::Batch(commands)
+    };
+    match raft.client_write(entry).await {
+        Ok(written) => {
+            let responses = match written.data {
+                Response::Batch(responses) if !single => responses,
+                other => vec![other],
+            };
+            assert_eq!(
+                responses.len(),
+                replies.len(),
+                "one response per batched command"
+            );
+            for (reply, response) in replies.into_iter().zip(responses) {
+                // A caller that gave up (timeout) no longer listens.
+                let _ = reply.send(Ok(response));
+            }
+        }
+        Err(err) => {
+            for reply in replies {
+                let _ = reply.send(Err(write_error(&err)));
+            }
+        }
+    }
+}
+
+/// Maps openraft's write error to the node's.
+pub fn write_error(
+    err: &RaftError<NodeId, ClientWriteError<NodeId, openraft::BasicNode>>,
+) -> Error {
+    match err {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => Error::NotLeader {
+            leader_id: forward.leader_id,
+            leader_addr: forward.leader_node.as_ref().map(|node| node.addr.clone()),
+        },
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(err)) => {
+            Error::InvalidArgument(format!("membership change refused: {err}"))
+        }
+        RaftError::Fatal(fatal) => {
+            Error::Unavailable(format!("raft has stopped on this node: {fatal}"))
+        }
+    }
+}

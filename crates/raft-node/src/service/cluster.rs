@@ -1,0 +1,268 @@
+//! `raftq.v1.ClusterService`: status and membership changes.
+//!
+//! Status is this node's own view, served wherever asked (only the leader
+//! knows each follower's replication progress). Membership changes go to the
+//! leader. Adding a node is two steps, as openraft's `add_learner` returns
+//! before the new node has the log: it joins as a learner, the leader watches
+//! its replication until it has caught up, and only then is it promoted to
+//! voter, so a slow new node never weakens the quorum.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::{BasicNode, ChangeMembers, ServerState};
+use raftq_proto::v1 as pb;
+use raftq_proto::v1::cluster_service_client::ClusterServiceClient;
+use raftq_proto::v1::cluster_service_server::ClusterService;
+use tokio::time::Instant;
+use tonic::{Request, Response, Status};
+
+use super::call;
+use crate::config::check_addr;
+use crate::error::{Error, Result};
+use crate::node::Node;
+use crate::propose::write_error;
+
+/// How long a new node may take to catch up before `AddNode` gives up (it
+/// stays a learner; calling `AddNode` again resumes).
+pub const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(120);
+/// A learner within this many entries of the leader's log counts as caught up.
+pub const CAUGHT_UP_LAG: u64 = 64;
+
+/// The cluster service of one node.
+pub struct ClusterApi {
+    node: Arc<Node>,
+}
+
+impl ClusterApi {
+    /// The service for `node`.
+    pub fn new(node: Arc<Node>) -> Self {
+        ClusterApi { node }
+    }
+}
+
+/// This node's view of the cluster.
+pub fn status(node: &Node) -> pb::StatusResponse {
+    let metrics = node.raft.metrics().borrow().clone();
+    let membership = metrics.membership_config.membership();
+    let voters: BTreeSet<u64> = membership.voter_ids().collect();
+    let last_log = metrics.last_log_index.unwrap_or(0);
+    let members = membership
+        .nodes()
+        .map(|(id, member)| {
+            let matched = metrics
+                .replication
+                .as_ref()
+                .and_then(|r| r.get(id).cloned().flatten())
+                .map_or(0, |log_id| log_id.index);
+            let matched = if *id == node.id { last_log } else { matched };
+            let role = if metrics.current_leader == Some(*id) {
+                "leader"
+            } else if voters.contains(id) {
+                "voter"
+            } else {
+                "learner"
+            };
+            pb::Member {
+                id: *id,
+                addr: member.addr.clone(),
+                role: role.into(),
+                matched_index: matched,
+                lag: if metrics.replication.is_some() {
+                    last_log.saturating_sub(matched)
+                } else {
+                    0
+                },
+            }
+        })
+        .collect();
+    let leader_addr = metrics
+        .current_leader
+        .and_then(|id| membership.get_node(&id))
+        .map(|n| n.addr.clone());
+    let state = match metrics.state {
+        ServerState::Leader => "leader",
+        ServerState::Follower => "follower",
+        ServerState::Candidate => "candidate",
+        ServerState::Learner => "learner",
+        ServerState::Shutdown => "shutdown",
+    };
+    let (applied, digest) = {
+        let state = node.state.read();
+        (
+            state.last_applied.map_or(0, |id| id.index),
+            state.queues.digest(),
+        )
+    };
+    pb::StatusResponse {
+        node_id: node.id,
+        leader_id: metrics.current_leader,
+        leader_addr,
+        term: metrics.current_term,
+        last_log_index: last_log,
+        commit_index: applied,
+        applied_index: applied,
+        members,
+        state: state.into(),
+        state_digest: digest,
+    }
+}
+
+async fn add_node(node: &Node, id: u64, addr: String) -> Result<pb::StatusResponse> {
+    if id == 0 {
+        return Err(Error::InvalidArgument("node id must be at least 1".into()));
+    }
+    check_addr(&addr).map_err(|why| Error::InvalidArgument(format!("address {addr:?}: {why}")))?;
+    let (is_voter, existing) = {
+        let metrics = node.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let is_voter = membership.voter_ids().any(|v| v == id);
+        (is_voter, membership.get_node(&id).map(|n| n.addr.clone()))
+    };
+    if let Some(existing) = &existing {
+        if existing != &addr {
+            return Err(Error::InvalidArgument(format!(
+                "node {id} is already a member at {existing}; remove it first to move it to {addr}"
+            )));
+        }
+        if is_voter {
+            return Ok(status(node));
+        }
+    } else {
+        node.raft
+            .add_learner(id, BasicNode { addr: addr.clone() }, false)
+            .await
+            .map_err(|err| write_error(&err))?;
+        tracing::info!(node_id = node.id, new = id, %addr, "added learner; waiting for it to catch up");
+    }
+    wait_caught_up(node, id).await?;
+    node.raft
+        .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+        .await
+        .map_err(|err| write_error(&err))?;
+    tracing::info!(node_id = node.id, new = id, "promoted to voter");
+    Ok(status(node))
+}
+
+async fn wait_caught_up(node: &Node, id: u64) -> Result<()> {
+    let deadline = Instant::now() + CATCH_UP_TIMEOUT;
+    let mut metrics = node.raft.metrics();
+    loop {
+        {
+            let m = metrics.borrow_and_update();
+            if m.current_leader != Some(node.id) {
+                return Err(node.forwarder.not_leader());
+            }
+            let last = m.last_log_index.unwrap_or(0);
+            let matched = m
+                .replication
+                .as_ref()
+                .and_then(|r| r.get(&id).cloned().flatten())
+                .map_or(0, |log_id| log_id.index);
+            if matched > 0 && last.saturating_sub(matched) <= CAUGHT_UP_LAG {
+                return Ok(());
+            }
+        }
+        tokio::select! {
+            changed = metrics.changed() => if changed.is_err() {
+                return Err(Error::Unavailable("raft has stopped on this node".into()));
+            },
+            _ = tokio::time::sleep_until(deadline) => {
+                return Err(Error::Timeout(format!(
+                    "node {id} did not catch up within {}s; it stays a learner, call add-node again to retry",
+                    CATCH_UP_TIMEOUT.as_secs()
+                )));
+            }
+        }
+    }
+}
+
+async fn remove_node(node: &Node, id: u64) -> Result<pb::StatusResponse> {
+    let (voters, is_member) = {
+        let metrics = node.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        (voters, membership.get_node(&id).is_some())
+    };
+    if !is_member {
+        return Err(Error::NotMember(id));
+    }
+    if voters.contains(&id) {
+        if voters.len() == 1 {
+            return Err(Error::InvalidArgument(format!(
+                "node {id} is the only voter; a cluster cannot remove its last voter"
+            )));
+        }
+        node.raft
+            .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+            .await
+            .map_err(|err| write_error(&err))?;
+    } else {
+        node.raft
+            .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
+            .await
+            .map_err(|err| write_error(&err))?;
+    }
+    tracing::info!(node_id = node.id, removed = id, "node removed");
+    Ok(status(node))
+}
+
+#[tonic::async_trait]
+impl ClusterService for ClusterApi {
+    async fn status(
+        &self,
+        request: Request<pb::StatusRequest>,
+    ) -> std::result::Result<Response<pb::StatusResponse>, Status> {
+        call(
+            &self.node,
+            "status",
+            false,
+            request,
+            |node, _| async move { Ok(status(&node)) },
+            |channel, req| async move { ClusterServiceClient::new(channel).status(req).await },
+        )
+        .await
+    }
+
+    async fn add_node(
+        &self,
+        request: Request<pb::AddNodeRequest>,
+    ) -> std::result::Result<Response<pb::AddNodeResponse>, Status> {
+        call(
+            &self.node,
+            "add_node",
+            true,
+            request,
+            |node, req| async move {
+                Ok(pb::AddNodeResponse {
+                    status: Some(add_node(&node, req.id, req.addr).await?),
+                })
+            },
+            |channel, mut req| async move {
+                req.set_timeout(CATCH_UP_TIMEOUT + Duration::from_secs(30));
+                ClusterServiceClient::new(channel).add_node(req).await
+            },
+        )
+        .await
+    }
+
+    async fn remove_node(
+        &self,
+        request: Request<pb::RemoveNodeRequest>,
+    ) -> std::result::Result<Response<pb::RemoveNodeResponse>, Status> {
+        call(
+            &self.node,
+            "remove_node",
+            true,
+            request,
+            |node, req| async move {
+                Ok(pb::RemoveNodeResponse {
+                    status: Some(remove_node(&node, req.id).await?),
+                })
+            },
+            |channel, req| async move { ClusterServiceClient::new(channel).remove_node(req).await },
+        )
+        .await
+    }
+}

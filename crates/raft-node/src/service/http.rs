@@ -1,0 +1,55 @@
+//! The HTTP port: `/metrics` (Prometheus text), `/health` (the process
+//! answers) and `/ready` (a leader is known and this node has applied all
+//! it has logged: it can serve).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use tokio::net::TcpListener;
+
+use crate::node::Node;
+
+/// Serves until the node shuts down.
+pub async fn serve(node: Arc<Node>, listener: TcpListener) {
+    let mut shutdown = node.shutdown_signal();
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/health", get(|| async { "ok\n" }))
+        .route("/ready", get(ready))
+        .with_state(node);
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        })
+        .await;
+    if let Err(err) = result {
+        tracing::error!(error = %err, "HTTP server failed");
+    }
+}
+
+async fn metrics(State(node): State<Arc<Node>>) -> String {
+    node.metrics.render(&node)
+}
+
+async fn ready(State(node): State<Arc<Node>>) -> (StatusCode, String) {
+    let metrics = node.raft.metrics().borrow().clone();
+    let applied = metrics.last_applied.map_or(0, |id| id.index);
+    let logged = metrics.last_log_index.unwrap_or(0);
+    match metrics.current_leader {
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: no leader known\n".into(),
+        ),
+        Some(_) if applied < logged => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: applied {applied} of {logged} logged entries\n"),
+        ),
+        Some(leader) => (
+            StatusCode::OK,
+            format!("ready: leader {leader}, applied {applied}\n"),
+        ),
+    }
+}

@@ -1,0 +1,96 @@
+//! The gRPC and HTTP services of a node.
+//!
+//! - [`queue`]: `raftq.v1.QueueService`, the public queue API;
+//! - [`cluster`]: `raftq.v1.ClusterService`, status and membership;
+//! - [`raft`]: the internal Raft service peers talk to;
+//! - [`http`]: `/metrics`, `/health`, `/ready`;
+//! - [`status`]: the one place errors become gRPC statuses.
+//!
+//! [`call`] is the shared shape of a public call: route it (serve here, or
+//! forward to the leader), time it, count it.
+
+pub mod cluster;
+pub mod http;
+pub mod queue;
+pub mod raft;
+pub mod status;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+use crate::error::Result;
+use crate::forward::{Route, FORWARDED_HEADER};
+use crate::node::{Node, REQUEST_TIMEOUT};
+use crate::wait::MAX_WAIT;
+use status::{add_leader, to_status};
+
+/// How long a forwarded call may take: the longest receive wait plus the
+/// commit timeout.
+pub const FORWARD_TIMEOUT: Duration =
+    Duration::from_secs(MAX_WAIT.as_secs() + REQUEST_TIMEOUT.as_secs());
+
+/// Whether another node forwarded this request.
+pub fn is_forwarded<T>(request: &Request<T>) -> bool {
+    request.metadata().contains_key(FORWARDED_HEADER)
+}
+
+/// Runs one public call: locally with `local` when this node leads (or when
+/// `needs_leader` is false), otherwise forwarded with `forward` over a channel
+/// to the leader. Counts and times it under `op`.
+pub async fn call<Req, Resp, L, LF, F, FF>(
+    node: &Arc<Node>,
+    op: &'static str,
+    needs_leader: bool,
+    request: Request<Req>,
+    local: L,
+    forward: F,
+) -> std::result::Result<Response<Resp>, Status>
+where
+    L: FnOnce(Arc<Node>, Req) -> LF,
+    LF: Future<Output = Result<Resp>>,
+    F: FnOnce(Channel, Request<Req>) -> FF,
+    FF: Future<Output = std::result::Result<Response<Resp>, Status>>,
+{
+    let started = Instant::now();
+    let route = if needs_leader {
+        node.forwarder.route(is_forwarded(&request))
+    } else {
+        Ok(Route::Local)
+    };
+    let result = match route {
+        Err(err) => Err(to_status(err)),
+        Ok(Route::Local) => local(node.clone(), request.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(to_status),
+        Ok(Route::Leader { id, addr, channel }) => {
+            let mut forwarded = Request::new(request.into_inner());
+            forwarded.metadata_mut().insert(
+                FORWARDED_HEADER,
+                tonic::metadata::MetadataValue::from_static("1"),
+            );
+            forwarded.set_timeout(FORWARD_TIMEOUT);
+            match forward(channel, forwarded).await {
+                Ok(mut response) => {
+                    add_leader(response.metadata_mut(), Some(id), Some(&addr));
+                    Ok(response)
+                }
+                Err(mut status) => {
+                    add_leader(status.metadata_mut(), Some(id), Some(&addr));
+                    Err(status)
+                }
+            }
+        }
+    };
+    let code = match &result {
+        Ok(_) => tonic::Code::Ok,
+        Err(status) => status.code(),
+    };
+    node.metrics
+        .observe(op, code, started.elapsed().as_secs_f64());
+    result
+}
