@@ -1,6 +1,13 @@
-//! Cluster, failover and consistency tests for raftq, and the checker they
+//! Cluster, failover and consistency tests for raftq, and the harness they
 //! share.
 //!
-//! Empty for now: cluster tests need the node (issue 3) and the checker comes
-//! with the failover drill (issue 4). The storage crate's own tests live in
-//! `crates/storage`.
+//! - [`cluster`]: an in-process cluster of real nodes (real sled stores in a
+//!   temp dir, real gRPC on loopback ports), with kill, restart and add.
+//!
+//! The tests live in `tests/tests/`: `queue_api.rs` (every RPC and bad
+//! input, through a follower and the leader), `failover.rs` (leader loss
+//! under load, catch-up by log and by snapshot), `membership.rs` (add and
+//! remove nodes under load).
+
+pub mod cluster;
+pub mod load;

@@ -43,6 +43,9 @@ pub struct NodeConfig {
     pub election_timeout_max_ms: u64,
     /// Log entries since the last snapshot that trigger a new one.
     pub snapshot_after_entries: u64,
+    /// Log entries kept behind a snapshot, so a briefly lagging follower
+    /// catches up from the log instead of a whole snapshot.
+    pub log_kept_behind_snapshot: u64,
     /// Most client requests folded into one Raft entry.
     pub max_batch_commands: usize,
     /// Most payload bytes folded into one Raft entry.
@@ -65,6 +68,7 @@ impl Default for NodeConfig {
             election_timeout_min_ms: 1_200,
             election_timeout_max_ms: 2_400,
             snapshot_after_entries: 20_000,
+            log_kept_behind_snapshot: 2_000,
             max_batch_commands: 1_024,
             max_batch_bytes: 8 * 1024 * 1024,
             max_inflight_proposals: 4,
@@ -223,6 +227,7 @@ struct FileConfig {
     election_timeout_min_ms: Option<u64>,
     election_timeout_max_ms: Option<u64>,
     snapshot_after_entries: Option<u64>,
+    log_kept_behind_snapshot: Option<u64>,
     max_batch_commands: Option<usize>,
     max_batch_bytes: Option<usize>,
     max_inflight_proposals: Option<usize>,
@@ -282,6 +287,9 @@ impl ServeArgs {
                 .snapshot_after_entries
                 .or(file.snapshot_after_entries)
                 .unwrap_or(defaults.snapshot_after_entries),
+            log_kept_behind_snapshot: file
+                .log_kept_behind_snapshot
+                .unwrap_or(defaults.log_kept_behind_snapshot),
             max_batch_commands: file
                 .max_batch_commands
                 .unwrap_or(defaults.max_batch_commands),

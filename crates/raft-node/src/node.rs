@@ -110,7 +110,7 @@ impl Node {
             max_payload_entries: MAX_ENTRIES_PER_APPEND,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_after_entries),
             snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
-            max_in_snapshot_log_to_keep: LOG_KEPT_BEHIND_SNAPSHOT,
+            max_in_snapshot_log_to_keep: config.log_kept_behind_snapshot,
             ..openraft::Config::default()
         }
         .validate()

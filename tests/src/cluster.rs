@@ -1,0 +1,275 @@
+//! An in-process raftq cluster for tests.
+//!
+//! Each node is a real [`Node`]: its own sled stores in a temp dir, its gRPC
+//! server on a loopback port chosen by the OS. Nodes are stopped and started
+//! again on the same port and data dir, to test failover and recovery.
+//! Timings are shortened (heartbeat 150 ms, elections 600–1200 ms) so a
+//! failover takes about a second. Every wait is bounded.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use raftq_client::{Client, RetryPolicy};
+use raftq_raft_node::{Node, NodeConfig, NodeHandle};
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+
+/// How long any wait of the harness may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// A test cluster.
+pub struct TestCluster {
+    nodes: BTreeMap<u64, Option<NodeHandle>>,
+    addrs: BTreeMap<u64, SocketAddr>,
+    configs: BTreeMap<u64, NodeConfig>,
+    root: tempfile::TempDir,
+}
+
+/// Settings of the nodes of a test cluster.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Log entries that trigger a snapshot.
+    pub snapshot_after_entries: u64,
+    /// Log entries kept behind a snapshot.
+    pub log_kept_behind_snapshot: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            snapshot_after_entries: 20_000,
+            log_kept_behind_snapshot: 2_000,
+        }
+    }
+}
+
+fn base_config(id: u64, addr: SocketAddr, dir: PathBuf, settings: &Settings) -> NodeConfig {
+    NodeConfig {
+        id,
+        listen: addr,
+        data_dir: dir,
+        heartbeat_ms: 150,
+        election_timeout_min_ms: 600,
+        election_timeout_max_ms: 1_200,
+        snapshot_after_entries: settings.snapshot_after_entries,
+        log_kept_behind_snapshot: settings.log_kept_behind_snapshot,
+        ..NodeConfig::default()
+    }
+}
+
+async fn free_listener() -> TcpListener {
+    TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a loopback port")
+}
+
+impl TestCluster {
+    /// Starts `size` nodes bootstrapped together and waits for a leader.
+    pub async fn start(size: u64) -> Self {
+        Self::start_with(size, Settings::default()).await
+    }
+
+    /// Starts `size` nodes with `settings`.
+    pub async fn start_with(size: u64, settings: Settings) -> Self {
+        let root = tempfile::tempdir().expect("temp dir");
+        let mut listeners = BTreeMap::new();
+        for id in 1..=size {
+            let listener = free_listener().await;
+            listeners.insert(id, listener);
+        }
+        let addrs: BTreeMap<u64, SocketAddr> = listeners
+            .iter()
+            .map(|(id, l)| (*id, l.local_addr().expect("bound")))
+            .collect();
+        let initial: BTreeMap<u64, String> =
+            addrs.iter().map(|(id, a)| (*id, a.to_string())).collect();
+        let mut cluster = TestCluster {
+            nodes: BTreeMap::new(),
+            addrs,
+            configs: BTreeMap::new(),
+            root,
+        };
+        for (id, listener) in listeners {
+            let mut config = base_config(
+                id,
+                cluster.addrs[&id],
+                cluster.root.path().join(format!("node-{id}")),
+                &settings,
+            );
+            config.initial_cluster = initial.clone();
+            cluster.configs.insert(id, config.clone());
+            let handle = Node::start_on(config, listener, std::future::pending())
+                .await
+                .expect("node starts");
+            cluster.nodes.insert(id, Some(handle));
+        }
+        cluster.wait_for_leader().await;
+        cluster
+    }
+
+    /// The ids of every node, running or not.
+    pub fn ids(&self) -> Vec<u64> {
+        self.nodes.keys().copied().collect()
+    }
+
+    /// A node's gRPC address.
+    pub fn addr(&self, id: u64) -> String {
+        self.addrs[&id].to_string()
+    }
+
+    /// A running node.
+    pub fn node(&self, id: u64) -> &NodeHandle {
+        self.nodes[&id].as_ref().expect("node is running")
+    }
+
+    /// Whether a node is running.
+    pub fn is_running(&self, id: u64) -> bool {
+        self.nodes.get(&id).is_some_and(Option::is_some)
+    }
+
+    /// A client seeded with every node.
+    pub fn client(&self) -> Client {
+        let seeds: Vec<String> = self.addrs.values().map(ToString::to_string).collect();
+        Client::with_retry(
+            seeds,
+            RetryPolicy {
+                max_elapsed: Duration::from_secs(40),
+                ..RetryPolicy::default()
+            },
+        )
+        .expect("valid seeds")
+    }
+
+    /// A client that talks only to node `id`.
+    pub fn client_of(&self, id: u64) -> Client {
+        Client::with_retry(
+            [self.addr(id)],
+            RetryPolicy {
+                max_elapsed: Duration::ZERO,
+                ..RetryPolicy::default()
+            },
+        )
+        .expect("valid seed")
+    }
+
+    /// The leader as running nodes agree on it, waiting until they do.
+    pub async fn wait_for_leader(&self) -> u64 {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let views: Vec<Option<u64>> = self
+                .nodes
+                .values()
+                .flatten()
+                .map(|h| h.node.raft.metrics().borrow().current_leader)
+                .collect();
+            if let Some(Some(leader)) = views.first() {
+                if views.iter().all(|v| *v == Some(*leader)) && self.is_running(*leader) {
+                    return *leader;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no leader agreed within {WAIT:?}: {views:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops a node (its servers and Raft), as a crash would stop it serving.
+    pub async fn stop(&mut self, id: u64) {
+        let handle = self
+            .nodes
+            .get_mut(&id)
+            .and_then(Option::take)
+            .expect("node is running");
+        handle.shutdown().await;
+    }
+
+    /// Starts a stopped node again on its port and data dir.
+    pub async fn restart(&mut self, id: u64) {
+        assert!(!self.is_running(id), "node {id} is running");
+        let config = self.configs[&id].clone();
+        let listener = bind_again(config.listen).await;
+        let handle = Node::start_on(config, listener, std::future::pending())
+            .await
+            .expect("node restarts");
+        self.nodes.insert(id, Some(handle));
+    }
+
+    /// Starts a new, empty node that is not a member yet (no initial cluster).
+    pub async fn start_new_node(&mut self, id: u64) -> String {
+        let listener = free_listener().await;
+        let addr = listener.local_addr().expect("bound");
+        let settings = Settings::default();
+        let config = base_config(
+            id,
+            addr,
+            self.root.path().join(format!("node-{id}")),
+            &settings,
+        );
+        self.addrs.insert(id, addr);
+        self.configs.insert(id, config.clone());
+        let handle = Node::start_on(config, listener, std::future::pending())
+            .await
+            .expect("new node starts");
+        self.nodes.insert(id, Some(handle));
+        addr.to_string()
+    }
+
+    /// Waits until every running node has applied the same index and returns
+    /// their state digests (equal on replicas that applied the same log).
+    pub async fn wait_converged(&self) -> BTreeMap<u64, (u64, u64)> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let views: BTreeMap<u64, (u64, u64)> = self
+                .nodes
+                .iter()
+                .filter_map(|(id, h)| h.as_ref().map(|h| (*id, h)))
+                .map(|(id, h)| {
+                    let state = h.node.state.read();
+                    (
+                        id,
+                        (
+                            state.last_applied.map_or(0, |l| l.index),
+                            state.queues.digest(),
+                        ),
+                    )
+                })
+                .collect();
+            let first = views.values().next().copied();
+            if views.values().all(|v| Some(*v) == first) {
+                return views;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "replicas did not converge within {WAIT:?}: {views:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Stops every node.
+    pub async fn shutdown(mut self) {
+        for id in self.ids() {
+            if self.is_running(id) {
+                self.stop(id).await;
+            }
+        }
+    }
+}
+
+/// Binds `addr` again after its node stopped (the port may linger briefly).
+async fn bind_again(addr: SocketAddr) -> TcpListener {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match TcpListener::bind(addr).await {
+            Ok(listener) => return listener,
+            Err(err) => {
+                assert!(Instant::now() < deadline, "cannot bind {addr} again: {err}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}

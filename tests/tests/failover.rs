@@ -1,0 +1,157 @@
+//! Leader loss under load, and a stopped node catching up by log and by
+//! snapshot, on an in-process 3-node cluster.
+
+use std::time::Duration;
+
+use raftq_client::proto as pb;
+use raftq_client::Message;
+use raftq_tests::cluster::{Settings, TestCluster};
+use raftq_tests::load::Load;
+
+fn queue_config(visibility_ms: u64) -> pb::QueueConfig {
+    pb::QueueConfig {
+        visibility_timeout_ms: Some(visibility_ms),
+        max_deliveries: Some(0),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn losing_the_leader_under_load_loses_no_acknowledged_enqueue_and_duplicates_none() {
+    let mut cluster = TestCluster::start(3).await;
+    let client = cluster.client();
+    client
+        .create_queue("orders", queue_config(3_000))
+        .await
+        .expect("create");
+
+    println!("phase: load starts");
+    let load = Load::start(&client, "orders", 4, 150, 2);
+    while load.history.acknowledged().len() < 150 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let leader = cluster.wait_for_leader().await;
+    println!("phase: stop the leader (node {leader})");
+    cluster.stop(leader).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let new_leader = cluster.wait_for_leader().await;
+    assert_ne!(new_leader, leader, "a new leader was elected");
+    println!("phase: restart node {leader}; node {new_leader} leads");
+    cluster.restart(leader).await;
+
+    println!("phase: finish and drain");
+    let history = load
+        .finish(&client, "orders", Duration::from_secs(90))
+        .await;
+    println!("checked: {}", history.check());
+    assert_eq!(
+        history.acknowledged().len(),
+        600,
+        "every enqueue eventually succeeded through retries"
+    );
+    let digests = cluster.wait_converged().await;
+    println!("replicas converged: {digests:?}");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_follower_catches_up_from_the_log() {
+    let mut cluster = TestCluster::start(3).await;
+    let client = cluster.client();
+    client
+        .create_queue("catch-up", Default::default())
+        .await
+        .expect("create");
+    let leader = cluster.wait_for_leader().await;
+    let follower = cluster
+        .ids()
+        .into_iter()
+        .find(|id| *id != leader)
+        .expect("follower");
+    println!("phase: stop follower {follower}, write 200 messages");
+    cluster.stop(follower).await;
+    for i in 0..200 {
+        client
+            .enqueue_one("catch-up", Message::new(format!("m{i}")))
+            .await
+            .expect("enqueue");
+    }
+    println!("phase: restart it");
+    cluster.restart(follower).await;
+    cluster.wait_converged().await;
+    let metrics = cluster.node(follower).node.raft.metrics().borrow().clone();
+    assert_eq!(
+        metrics.snapshot, None,
+        "caught up from the log, no snapshot needed"
+    );
+    let info = cluster
+        .client_of(follower)
+        .get_queue("catch-up")
+        .await
+        .expect("read through the follower");
+    assert_eq!(info.ready, 200);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_behind_a_compacted_log_catches_up_from_a_snapshot() {
+    let settings = Settings {
+        snapshot_after_entries: 100,
+        log_kept_behind_snapshot: 0,
+    };
+    let mut cluster = TestCluster::start_with(3, settings).await;
+    let client = cluster.client();
+    client
+        .create_queue("compacted", Default::default())
+        .await
+        .expect("create");
+    let leader = cluster.wait_for_leader().await;
+    let follower = cluster
+        .ids()
+        .into_iter()
+        .find(|id| *id != leader)
+        .expect("follower");
+    println!(
+        "phase: stop follower {follower}, write 400 entries so the leader snapshots and purges"
+    );
+    cluster.stop(follower).await;
+    for i in 0..400 {
+        client
+            .enqueue_one("compacted", Message::new(format!("m{i}")))
+            .await
+            .expect("enqueue");
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let m = cluster.node(leader).node.raft.metrics().borrow().clone();
+        if m.purged.is_some_and(|p| p.index > 100) {
+            println!(
+                "leader snapshot at {:?}, purged up to {:?}",
+                m.snapshot, m.purged
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the leader never purged its log: {:?}",
+            m.purged
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("phase: restart the follower");
+    cluster.restart(follower).await;
+    cluster.wait_converged().await;
+    let m = cluster.node(follower).node.raft.metrics().borrow().clone();
+    assert!(
+        m.snapshot.is_some_and(|s| s.index >= 100),
+        "installed a snapshot: {:?}",
+        m.snapshot
+    );
+    let info = cluster
+        .client_of(follower)
+        .get_queue("compacted")
+        .await
+        .expect("read through the follower");
+    assert_eq!(info.ready, 400);
+    cluster.shutdown().await;
+}
