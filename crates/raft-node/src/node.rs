@@ -215,8 +215,11 @@ async fn serve_grpc(node: Arc<Node>, listener: TcpListener) {
         .add_service(ClusterServiceServer::new(ClusterApi::new(node.clone())))
         .add_service(health_service)
         .add_service(reflection)
+        // Nagle's algorithm on server sockets would hold small responses back
+        // for the peer's delayed ACK (up to 40 ms): turn it off on every
+        // accepted connection.
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             async move {
                 let _ = shutdown.wait_for(|stop| *stop).await;
             },

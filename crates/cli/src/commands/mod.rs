@@ -43,7 +43,7 @@ pub fn explain(err: raftq_client::Error, cluster: &str) -> anyhow::Error {
         Code::Unavailable | Code::DeadlineExceeded => format!(
             "\nhint: no node of {cluster} answered as or through a leader; is the cluster running (`raftq dev`, `raftq cluster status`)?"
         ),
-        Code::NotFound => "\nhint: create it with `raftq queue create NAME`".to_string(),
+        Code::NotFound if err.message.contains("queue") => "\nhint: create it with `raftq queue create NAME`".to_string(),
         Code::FailedPrecondition => "\nhint: receive the message again for a current receipt".to_string(),
         _ => String::new(),
     };
