@@ -184,7 +184,8 @@ impl StateMachine {
         let db = crate::log_store::open_sled(
             sled::Config::new()
                 .path(dir.join("state"))
-                .cache_capacity(STATE_CACHE_BYTES),
+                .cache_capacity(STATE_CACHE_BYTES)
+                .mode(sled::Mode::HighThroughput),
         )?;
         let disk = Arc::new(DiskSync::new(db.clone(), &dir.join("state"))?);
         let active = match db.get(ACTIVE_TREE)? {
