@@ -33,6 +33,6 @@ fmt:
 bench:
     cargo bench -p raftq-storage
 
-# Start a local 3-node cluster (arrives with the node).
+# Start a local 3-node cluster on loopback (data under ./data).
 dev:
     cargo run -p raftq-cli -- dev

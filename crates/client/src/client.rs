@@ -24,6 +24,10 @@ use crate::error::{Error, Result};
 use crate::leader::LeaderCache;
 use crate::retry::RetryPolicy;
 
+/// How long adding a node may take: the server waits up to 120 s for the new
+/// node to catch up before promoting it.
+const ADD_NODE_WAIT: Duration = Duration::from_secs(150);
+
 /// Largest gRPC message the client accepts or sends.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
@@ -172,13 +176,30 @@ impl Client {
 
     /// Runs `call` against the current target, following leader hints and
     /// retrying retryable failures until the retry policy gives up.
-    pub(crate) async fn with_retries<T, F, Fut>(&self, mut call: F) -> Result<T>
+    pub(crate) async fn with_retries<T, F, Fut>(&self, call: F) -> Result<T>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.with_retries_waiting(Duration::ZERO, call).await
+    }
+
+    /// As [`Client::with_retries`], for a call that may legitimately take
+    /// `expected` before answering (a waiting receive, a node catching up):
+    /// each attempt may take that much longer than the policy's timeout.
+    pub(crate) async fn with_retries_waiting<T, F, Fut>(
+        &self,
+        expected: Duration,
+        mut call: F,
+    ) -> Result<T>
     where
         F: FnMut(Channel) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
         let started = Instant::now();
-        let retry = self.inner.retry;
+        let mut retry = self.inner.retry;
+        retry.attempt_timeout += expected;
+        retry.max_elapsed += expected;
         let mut attempt = 0;
         loop {
             let (addr, channel) = self.inner.leader.target()?;
@@ -407,7 +428,7 @@ impl Client {
             consumer: options.consumer,
         };
         let response = self
-            .with_retries(|ch| {
+            .with_retries_waiting(options.wait, |ch| {
                 let request = request.clone();
                 async move { Self::queue_client(ch).receive(request).await }
             })
@@ -582,11 +603,11 @@ impl Client {
             addr: addr.into(),
         };
         let response = self
-            .with_retries(|ch| {
+            .with_retries_waiting(ADD_NODE_WAIT, |ch| {
                 let request = request.clone();
                 async move {
                     let mut request = tonic::Request::new(request);
-                    request.set_timeout(Duration::from_secs(180));
+                    request.set_timeout(ADD_NODE_WAIT);
                     ClusterServiceClient::new(ch).add_node(request).await
                 }
             })

@@ -445,11 +445,20 @@ async fn extend_task(shared: Arc<Shared>) {
             else {
                 continue;
             };
-            let mut held = shared.held.lock().expect("held lock is never poisoned");
-            for (receipt, result) in receipts.iter().zip(results) {
-                if let (Ok(()), Some(entry)) = (result, held.get_mut(receipt)) {
-                    entry.deadline_ms = now_ms() + lease_ms;
+            let mut lost = Vec::new();
+            {
+                let mut held = shared.held.lock().expect("held lock is never poisoned");
+                for (receipt, result) in receipts.iter().zip(results) {
+                    match (result, held.get_mut(receipt)) {
+                        (Ok(()), Some(entry)) => entry.deadline_ms = now_ms() + lease_ms,
+                        // The lease is gone (stale or unknown): stop extending it.
+                        (Err(err), Some(_)) if !err.is_retryable() => lost.push(receipt.clone()),
+                        _ => {}
+                    }
                 }
+            }
+            for receipt in lost {
+                shared.release(&receipt);
             }
         }
     }

@@ -22,9 +22,10 @@ impl Error {
     }
 
     /// Whether the same request may succeed if sent again: true for
-    /// `UNAVAILABLE` (no leader, node down, connection lost) and
-    /// `DEADLINE_EXCEEDED`; false for errors that need a changed request
-    /// (`INVALID_ARGUMENT`, `NOT_FOUND`, `FAILED_PRECONDITION`, …).
+    /// `UNAVAILABLE` (no leader, node down, connection lost or cut in
+    /// flight), `DEADLINE_EXCEEDED` and `ABORTED`; false for errors that need
+    /// a changed request (`INVALID_ARGUMENT`, `NOT_FOUND`,
+    /// `FAILED_PRECONDITION`, …).
     ///
     /// Enqueues are safe to retry: the client gives every message a dedup id.
     pub fn is_retryable(&self) -> bool {
@@ -41,9 +42,34 @@ impl Error {
 }
 
 impl From<tonic::Status> for Error {
+    /// A call cut off in flight (the node died, the connection broke) comes
+    /// back from the transport as `UNKNOWN` or `CANCELLED`; it is reported as
+    /// `UNAVAILABLE`, since sending it again is what helps. raftq's servers
+    /// never answer `UNKNOWN` or `CANCELLED` themselves.
     fn from(status: tonic::Status) -> Self {
-        Error::new(status.code(), status.message())
+        let code = match status.code() {
+            Code::Unknown | Code::Cancelled if is_transport_failure(status.message()) => {
+                Code::Unavailable
+            }
+            code => code,
+        };
+        Error::new(code, status.message())
     }
+}
+
+fn is_transport_failure(message: &str) -> bool {
+    let message = message.to_ascii_lowercase();
+    [
+        "transport error",
+        "h2 protocol error",
+        "connection",
+        "broken pipe",
+        "stream no longer needed",
+        "operation was canceled",
+        "timeout expired",
+    ]
+    .iter()
+    .any(|needle| message.contains(needle))
 }
 
 impl From<tonic::transport::Error> for Error {

@@ -24,6 +24,8 @@ pub struct ProducerConfig {
     pub linger: Duration,
     /// Most messages per request (at most 100, the server's limit).
     pub max_batch: usize,
+    /// Most body and attribute bytes per request (the server takes 4 MiB).
+    pub max_batch_bytes: usize,
     /// Requests under way at once.
     pub max_inflight: usize,
     /// Messages waiting to be batched; `send` waits when this many are.
@@ -35,6 +37,7 @@ impl Default for ProducerConfig {
         ProducerConfig {
             linger: Duration::from_millis(1),
             max_batch: 100,
+            max_batch_bytes: 3 * 1024 * 1024,
             max_inflight: 16,
             max_pending: 10_000,
         }
@@ -121,7 +124,7 @@ async fn run(client: Client, config: ProducerConfig, mut rx: mpsc::Receiver<Pend
             }
         }
         for (queue, pending) in batches {
-            for chunk in chunks(pending, config.max_batch) {
+            for chunk in chunks(pending, config.max_batch, config.max_batch_bytes) {
                 let slot = slots
                     .clone()
                     .acquire_owned()
@@ -138,14 +141,29 @@ async fn run(client: Client, config: ProducerConfig, mut rx: mpsc::Receiver<Pend
     }
 }
 
-fn chunks(mut pending: Vec<Pending>, size: usize) -> Vec<Vec<Pending>> {
+/// Splits a queue's messages into requests of at most `max` messages and
+/// `max_bytes` bytes (a single larger message goes alone; the server judges it).
+fn chunks(pending: Vec<Pending>, max: usize, max_bytes: usize) -> Vec<Vec<Pending>> {
     let mut out = Vec::new();
-    while pending.len() > size {
-        let rest = pending.split_off(size);
-        out.push(pending);
-        pending = rest;
+    let mut current: Vec<Pending> = Vec::new();
+    let mut bytes = 0;
+    for p in pending {
+        let size = p.message.body.len()
+            + p.message
+                .attributes
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>();
+        if !current.is_empty() && (current.len() >= max || bytes + size > max_bytes) {
+            out.push(std::mem::take(&mut current));
+            bytes = 0;
+        }
+        bytes += size;
+        current.push(p);
     }
-    out.push(pending);
+    if !current.is_empty() {
+        out.push(current);
+    }
     out
 }
 

@@ -1,8 +1,9 @@
-//! Retries with exponential backoff for errors that a retry can fix.
+//! Retries with exponential backoff for errors that a retry can fix
+//! (`UNAVAILABLE`, `DEADLINE_EXCEEDED`, `ABORTED`; see `Error::is_retryable`).
 
 use std::time::Duration;
 
-/// How a client retries `UNAVAILABLE` and `DEADLINE_EXCEEDED`.
+/// How a client retries `UNAVAILABLE`, `DEADLINE_EXCEEDED` and `ABORTED`.
 #[derive(Clone, Copy, Debug)]
 pub struct RetryPolicy {
     /// First pause.

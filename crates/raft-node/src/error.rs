@@ -22,6 +22,9 @@ pub enum Error {
         /// The leader's address, when known.
         leader_addr: Option<String>,
     },
+    /// A request over a size limit; the text names the limit.
+    #[error("too large: {0}")]
+    TooLarge(String),
     /// No leader or no quorum now; retry.
     #[error("unavailable: {0}; retry")]
     Unavailable(String),

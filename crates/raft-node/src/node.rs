@@ -250,11 +250,30 @@ impl NodeHandle {
     }
 
     /// Waits until the node has been told to stop (its shutdown future
-    /// completed), then stops it.
-    pub async fn wait(self) {
+    /// completed), then stops it. Returns an error when Raft stopped on its
+    /// own first (a storage failure): the process should exit non-zero, so a
+    /// supervisor restarts it or an operator looks.
+    pub async fn wait(self) -> Result<()> {
         let mut signal = self.node.shutdown_signal();
-        let _ = signal.wait_for(|stop| *stop).await;
-        self.finish().await;
+        let mut metrics = self.node.raft.metrics();
+        let fatal = loop {
+            let running = metrics.borrow_and_update().running_state.clone();
+            if let Err(fatal) = running {
+                break Some(fatal);
+            }
+            tokio::select! {
+                _ = signal.wait_for(|stop| *stop) => break None,
+                changed = metrics.changed() => if changed.is_err() { break None },
+            }
+        };
+        if let Some(fatal) = &fatal {
+            tracing::error!(node_id = self.node.id, error = %fatal, "raft stopped: shutting the node down");
+        }
+        self.shutdown().await;
+        match fatal {
+            Some(fatal) => Err(Error::Internal(format!("raft stopped: {fatal}"))),
+            None => Ok(()),
+        }
     }
 
     async fn finish(self) {

@@ -2,11 +2,11 @@
 //!
 //! An enqueue reaches this crate as a [`Command`] inside an openraft log entry:
 //!
-//! 1. [`log_store::LogStore::append`] writes the entry to the Raft log's own
+//! 1. `LogStore::append` ([`log_store`]) writes the entry to the Raft log's own
 //!    sled database, with a version byte and a checksum ([`codec`]), and tells
 //!    openraft it is durable only after the group-commit flush returned.
 //! 2. Once a majority has it, openraft calls
-//!    [`state_machine::StateMachine::apply`], which runs each command through the
+//!    `StateMachine::apply` ([`state_machine`]), which runs each command through the
 //!    pure queue logic ([`queue::Queues::apply`]) and writes every record the
 //!    command touched, plus the new `last_applied`, in one atomic sled batch.
 //! 3. [`snapshot`] streams the state to a file for lagging followers and log

@@ -115,10 +115,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         };
         stopped.push(id);
         eprintln!(
-            "node {id} exited ({}); the others keep running. Restart it with:\n  {} serve --id {id} --listen {} --data-dir {} --initial-cluster {}",
+            "node {id} exited ({}); the others keep running. Restart it with:\n  {} serve --id {id} --listen {} --http-listen 127.0.0.1:{} --data-dir {} --initial-cluster {}",
             status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()),
             exe.display(),
             addr(id),
+            args.http_base_port + id - 1,
             args.data_dir.join(format!("node-{id}")).display(),
             cluster.join(",")
         );

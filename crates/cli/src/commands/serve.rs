@@ -17,6 +17,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .map(|a| format!(", HTTP on {a}"))
             .unwrap_or_default()
     );
-    handle.wait().await;
+    handle.wait().await?;
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! The HTTP port: `/metrics` (Prometheus text), `/health` (the process
-//! answers) and `/ready` (a leader is known and this node has applied all
-//! it has logged: it can serve).
+//! answers) and `/ready` (a leader is known, this node has applied all it
+//! has logged, and, if it leads, a quorum acknowledged it within an election
+//! timeout: it can serve).
 
 use std::sync::Arc;
 

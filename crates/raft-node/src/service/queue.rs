@@ -30,10 +30,13 @@ use crate::node::{now, Node, REQUEST_TIMEOUT};
 use crate::read;
 use crate::wait::{self, ReceiveSpec, MAX_WAIT};
 
-/// Largest request the queue service decodes: a full enqueue batch (4 MiB of
-/// messages) plus framing. A larger one is refused with `RESOURCE_EXHAUSTED`
-/// before it reaches the log.
-pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024 + 64 * 1024;
+/// Most message bytes (bodies and attributes) in one enqueue request; a
+/// larger request is refused with `RESOURCE_EXHAUSTED` before it reaches the
+/// log.
+pub const MAX_ENQUEUE_BYTES: usize = 4 * 1024 * 1024;
+/// Largest request the queue service decodes at all; above it the transport
+/// refuses the request with `OUT_OF_RANGE` without reading it.
+pub const MAX_REQUEST_BYTES: usize = MAX_GRPC_MESSAGE_BYTES;
 /// Most credit (prefetch) a consume stream may hold.
 pub const MAX_CONSUME_CREDIT: u64 = 1_000;
 /// Messages buffered between a consume stream's receiver and the network.

@@ -2,7 +2,7 @@
 //!
 //! The stored truth is [`QueueMeta`] plus the [`Message`]s and the dedup
 //! entries; everything else here is an index derived from them and the
-//! state machine clock, rebuilt by [`Queue::place`] when the state is loaded.
+//! state machine clock, rebuilt by `Queue::place` when the state is loaded.
 //!
 //! Invariants (with `promoted_to` the latest time the queue was brought up to):
 //! - every message is in exactly one of: `timers` (its `visible_at` is after
