@@ -9,15 +9,12 @@
 //! leader hint instead of forwarding again, so stale views can never bounce a
 //! request around the cluster.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use openraft::Raft;
 use raftq_storage::{NodeId, TypeConfig};
 use tonic::transport::Channel;
 
 use crate::error::{Error, Result};
-use crate::network;
+use crate::network::Channels;
 
 /// Metadata key marking a request a node forwarded.
 pub const FORWARDED_HEADER: &str = "raftq-forwarded";
@@ -37,21 +34,17 @@ pub enum Route {
     },
 }
 
-/// Routes requests to the leader, keeping one channel per leader address.
+/// Routes requests to the leader, over the node's shared channels.
 pub struct Forwarder {
     id: NodeId,
     raft: Raft<TypeConfig>,
-    channels: Mutex<HashMap<String, Channel>>,
+    channels: Channels,
 }
 
 impl Forwarder {
     /// A forwarder for node `id`.
-    pub fn new(id: NodeId, raft: Raft<TypeConfig>) -> Self {
-        Forwarder {
-            id,
-            raft,
-            channels: Mutex::default(),
-        }
+    pub fn new(id: NodeId, raft: Raft<TypeConfig>, channels: Channels) -> Self {
+        Forwarder { id, raft, channels }
     }
 
     /// The leader as this node sees it: id and address.
@@ -94,15 +87,6 @@ impl Forwarder {
     }
 
     fn channel(&self, addr: &str) -> Result<Channel> {
-        let mut channels = self
-            .channels
-            .lock()
-            .expect("channel map lock is never poisoned");
-        if let Some(channel) = channels.get(addr) {
-            return Ok(channel.clone());
-        }
-        let channel = network::channel(addr).map_err(Error::Unavailable)?;
-        channels.insert(addr.to_string(), channel.clone());
-        Ok(channel)
+        self.channels.get(addr).map_err(Error::Unavailable)
     }
 }

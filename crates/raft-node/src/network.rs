@@ -51,23 +51,16 @@ pub fn channel(addr: &str) -> Result<Channel, String> {
     Ok(endpoint.connect_lazy())
 }
 
-/// Makes openraft's per-peer clients, sharing one channel per address.
-#[derive(Clone, Default)]
-pub struct Network {
-    source: NodeId,
+/// One lazily connected channel per address, shared by everything that
+/// talks to that address (Raft traffic, forwarded requests).
+#[derive(Clone, Debug, Default)]
+pub struct Channels {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
 }
 
-impl Network {
-    /// A network for node `source`.
-    pub fn new(source: NodeId) -> Self {
-        Network {
-            source,
-            channels: Arc::default(),
-        }
-    }
-
-    fn channel(&self, addr: &str) -> Result<Channel, String> {
+impl Channels {
+    /// The channel to `addr`, opened on first use.
+    pub fn get(&self, addr: &str) -> Result<Channel, String> {
         let mut channels = self
             .channels
             .lock()
@@ -81,6 +74,20 @@ impl Network {
     }
 }
 
+/// Makes openraft's per-peer clients over the node's shared channels.
+#[derive(Clone, Default)]
+pub struct Network {
+    source: NodeId,
+    channels: Channels,
+}
+
+impl Network {
+    /// A network for node `source` over `channels`.
+    pub fn new(source: NodeId, channels: Channels) -> Self {
+        Network { source, channels }
+    }
+}
+
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
 
@@ -89,7 +96,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             source: self.source,
             target,
             addr: node.addr.clone(),
-            client: self.channel(&node.addr).map(|channel| {
+            client: self.channels.get(&node.addr).map(|channel| {
                 RaftServiceClient::new(channel)
                     .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
                     .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES)

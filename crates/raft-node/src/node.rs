@@ -25,7 +25,7 @@ use crate::config::NodeConfig;
 use crate::error::{Error, Result};
 use crate::forward::Forwarder;
 use crate::metrics::Metrics;
-use crate::network::{Network, MAX_GRPC_MESSAGE_BYTES};
+use crate::network::{Channels, Network, MAX_GRPC_MESSAGE_BYTES};
 use crate::propose::{BatchLimits, Proposer};
 use crate::service::{cluster::ClusterApi, queue::QueueApi, raft::RaftServer};
 
@@ -115,10 +115,11 @@ impl Node {
         }
         .validate()
         .map_err(|err| Error::Config(err.to_string()))?;
+        let channels = Channels::default();
         let raft = Raft::new(
             config.id,
             Arc::new(raft_config),
-            Network::new(config.id),
+            Network::new(config.id, channels.clone()),
             log.clone(),
             state_machine,
         )
@@ -136,7 +137,7 @@ impl Node {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let node = Arc::new(Node {
             id: config.id,
-            forwarder: Forwarder::new(config.id, raft.clone()),
+            forwarder: Forwarder::new(config.id, raft.clone(), channels),
             config,
             raft,
             state,
