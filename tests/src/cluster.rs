@@ -34,6 +34,8 @@ pub struct Settings {
     pub snapshot_after_entries: u64,
     /// Log entries kept behind a snapshot.
     pub log_kept_behind_snapshot: u64,
+    /// Give every node an HTTP port (metrics, health, readiness).
+    pub http: bool,
 }
 
 impl Default for Settings {
@@ -41,6 +43,7 @@ impl Default for Settings {
         Settings {
             snapshot_after_entries: 20_000,
             log_kept_behind_snapshot: 2_000,
+            http: false,
         }
     }
 }
@@ -55,6 +58,7 @@ fn base_config(id: u64, addr: SocketAddr, dir: PathBuf, settings: &Settings) -> 
         election_timeout_max_ms: 1_200,
         snapshot_after_entries: settings.snapshot_after_entries,
         log_kept_behind_snapshot: settings.log_kept_behind_snapshot,
+        http_listen: settings.http.then(|| SocketAddr::from(([127, 0, 0, 1], 0))),
         ..NodeConfig::default()
     }
 }

@@ -98,6 +98,7 @@ async fn a_follower_behind_a_compacted_log_catches_up_from_a_snapshot() {
     let settings = Settings {
         snapshot_after_entries: 100,
         log_kept_behind_snapshot: 0,
+        ..Settings::default()
     };
     let mut cluster = TestCluster::start_with(3, settings).await;
     let client = cluster.client();

@@ -48,6 +48,18 @@ async fn ready(State(node): State<Arc<Node>>) -> (StatusCode, String) {
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not ready: applied {applied} of {logged} logged entries\n"),
         ),
+        Some(leader)
+            if leader == node.id
+                && metrics
+                    .millis_since_quorum_ack
+                    .is_none_or(|ms| ms > node.config.election_timeout_max_ms) =>
+        {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not ready: this leader has not heard from a quorum within an election timeout\n"
+                    .into(),
+            )
+        }
         Some(leader) => (
             StatusCode::OK,
             format!("ready: leader {leader}, applied {applied}\n"),

@@ -237,6 +237,22 @@ impl QueueService for QueueApi {
                         req.messages.len()
                     )));
                 }
+                let bytes: usize = req
+                    .messages
+                    .iter()
+                    .map(|m| {
+                        m.body.len()
+                            + m.attributes
+                                .iter()
+                                .map(|(k, v)| k.len() + v.len())
+                                .sum::<usize>()
+                    })
+                    .sum();
+                if bytes > MAX_ENQUEUE_BYTES {
+                    return Err(Error::TooLarge(format!(
+                        "an enqueue carries at most {MAX_ENQUEUE_BYTES} bytes of messages, not {bytes}: send fewer per request"
+                    )));
+                }
                 let command = Command::Enqueue {
                     queue: QueueName::new(&req.queue),
                     messages: req
