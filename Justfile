@@ -36,3 +36,15 @@ bench:
 # Start a local 3-node cluster on loopback (data under ./data).
 dev:
     cargo run -p raftq-cli -- dev
+
+# Build the container image raftq:dev (static binary, FROM scratch); see deploy/README.md.
+image:
+    deploy/build-image.sh
+
+# Start the compose cluster (`just up 5` for five nodes) and wait until all are healthy.
+up nodes="3":
+    deploy/cluster.sh up {{nodes}}
+
+# Stop the compose cluster and delete its volumes (all its data).
+down:
+    deploy/cluster.sh down

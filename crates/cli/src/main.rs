@@ -35,6 +35,8 @@ enum Command {
     Cluster(commands::admin::ClusterArgs),
     /// Measure enqueue throughput and latency against a cluster.
     Bench(commands::bench::BenchArgs),
+    /// The failover drill: a workload, faults, and a consistency check.
+    Check(commands::check::CheckArgs),
 }
 
 fn init_tracing() {
@@ -71,6 +73,7 @@ fn main() -> std::process::ExitCode {
             Command::Nack(args) => commands::queue::run_nack(args).await,
             Command::Cluster(args) => commands::admin::run(args).await,
             Command::Bench(args) => commands::bench::run(args).await,
+            Command::Check(args) => commands::check::run(args).await,
         }
     });
     match result {

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod bench;
+pub mod check;
 pub mod dev;
 pub mod queue;
 pub mod serve;
