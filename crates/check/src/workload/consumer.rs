@@ -63,54 +63,17 @@ pub(super) async fn consume(ctx: Arc<Ctx>, index: usize, mut rng: Rng) {
                 acks.push(delivery.receipt);
             }
         }
-        if !acks.is_empty() && ctx.may_invoke() {
-            let acked = settle(
-                &ctx.client,
-                &ctx.history,
-                &process,
-                queue,
-                acks,
-                false,
-                ctx.config.op_timeout,
-            )
-            .await;
-            ctx.backlog.fetch_sub(acked as i64, Ordering::Relaxed);
-        }
-        if !nacks.is_empty() && ctx.may_invoke() {
-            settle(
-                &ctx.client,
-                &ctx.history,
-                &process,
-                queue,
-                nacks,
-                true,
-                ctx.config.op_timeout,
-            )
-            .await;
-        }
+        ctx.settle(&process, queue, acks, false).await;
+        ctx.settle(&process, queue, nacks, true).await;
         if !holds.is_empty() {
             holders.retain(|h: &tokio::task::JoinHandle<()>| !h.is_finished());
-            let holder = Process::new(format!("{process}-hold-{held}"));
-            held += 1;
             if holders.len() < MAX_HOLDERS {
-                holders.push(tokio::spawn(hold(
-                    ctx.clone(),
-                    holder,
-                    queue.to_string(),
-                    holds,
-                )));
-            } else if ctx.may_invoke() {
-                let acked = settle(
-                    &ctx.client,
-                    &ctx.history,
-                    &process,
-                    queue,
-                    holds,
-                    false,
-                    ctx.config.op_timeout,
-                )
-                .await;
-                ctx.backlog.fetch_sub(acked as i64, Ordering::Relaxed);
+                let holder = Process::new(format!("{process}-hold-{held}"));
+                held += 1;
+                let queue = queue.to_string();
+                holders.push(tokio::spawn(hold(ctx.clone(), holder, queue, holds)));
+            } else {
+                ctx.settle(&process, queue, holds, false).await;
             }
         }
     }
@@ -126,17 +89,20 @@ pub(super) async fn consume(ctx: Arc<Ctx>, index: usize, mut rng: Rng) {
 pub(super) async fn hold(ctx: Arc<Ctx>, process: Process, queue: String, receipts: Vec<String>) {
     let until = (Instant::now() + ctx.config.visibility + HOLD_MARGIN).min(ctx.deadline);
     tokio::time::sleep_until(until).await;
-    if ctx.may_invoke() {
-        let acked = settle(
-            &ctx.client,
-            &ctx.history,
-            &process,
-            &queue,
-            receipts,
-            false,
-            ctx.config.op_timeout,
-        )
-        .await;
-        ctx.backlog.fetch_sub(acked as i64, Ordering::Relaxed);
+    ctx.settle(&process, &queue, receipts, false).await;
+}
+
+impl Ctx {
+    /// Acks (or nacks) receipts, if any and if the run is on; receipts acked
+    /// leave the backlog.
+    async fn settle(&self, process: &Process, queue: &str, receipts: Vec<String>, nack: bool) {
+        if receipts.is_empty() || !self.may_invoke() {
+            return;
+        }
+        let (client, history, timeout) = (&self.client, &self.history, self.config.op_timeout);
+        let accepted = settle(client, history, process, queue, receipts, nack, timeout).await;
+        if !nack {
+            self.backlog.fetch_sub(accepted as i64, Ordering::Relaxed);
+        }
     }
 }

@@ -97,26 +97,35 @@ impl Workload {
             dead_letter_queue: Some(queues.dead.clone()),
             ..base.clone()
         };
-        for (name, queue_config) in [
-            (&queues.plain, &base),
-            (&queues.grouped, &base),
-            (&queues.dead, &base),
-            (&queues.retry, &retry),
-        ] {
-            let created = bounded(
-                config.op_timeout,
-                client.create_queue(name, queue_config.clone()),
-            )
-            .await??;
-            if !created {
-                return Err(Error::QueueExists(name.clone()));
-            }
-        }
-        Ok(Workload {
+        let workload = Workload {
             client,
             config,
             queues,
-        })
+        };
+        for (name, queue_config) in [
+            (&workload.queues.plain, &base),
+            (&workload.queues.grouped, &base),
+            (&workload.queues.dead, &base),
+            (&workload.queues.retry, &retry),
+        ] {
+            let created = bounded(
+                workload.config.op_timeout,
+                workload.client.create_queue(name, queue_config.clone()),
+            )
+            .await
+            .map_err(Error::from)
+            .and_then(|created| Ok(created?));
+            match created {
+                Ok(true) => {}
+                Ok(false) => return Err(Error::QueueExists(name.clone())),
+                Err(err) => {
+                    // Best effort: leave nothing behind of a setup that failed.
+                    let _ = workload.teardown().await;
+                    return Err(err);
+                }
+            }
+        }
+        Ok(workload)
     }
 
     /// The config.
