@@ -5,7 +5,7 @@
 //!
 //! 1. [`workload`]: [`Workload::setup`] creates queues of its own, and
 //!    [`Workload::run`] drives producers and consumers through the client
-//!    library while a nemesis (elsewhere) injects faults;
+//!    library while the [`nemesis`] injects faults and records their windows;
 //! 2. [`history`]: every call is recorded as an invoke and a completion
 //!    (`ok`, `fail`, `unknown`) in a [`History`], written as JSON lines;
 //! 3. after healing, [`Workload::drain`] empties every queue and

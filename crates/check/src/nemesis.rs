@@ -296,7 +296,15 @@ pub async fn run(
                 Err(_) => continue,
             },
         };
-        let name = format!("{:?} node {id} for {} ms", fault.kind, fault.duration_ms);
+        let role = if fault.target == Target::Leader {
+            " (the leader)"
+        } else {
+            ""
+        };
+        let name = format!(
+            "{:?} node {id}{role} for {} ms",
+            fault.kind, fault.duration_ms
+        );
         tracing::info!(fault = %name, "fault starts");
         let window = history.fault_start(name);
         match fault.kind {
