@@ -276,6 +276,27 @@ pub fn schedule(seed: u64, nodes: &[u64], duration: Duration) -> Vec<PlannedFaul
     faults
 }
 
+/// A kill -9 loop: `kills` kill-and-restart faults back to back (a quiet gap
+/// of 0.5–1.5 s, the node down for 0.3–1 s), each of the leader or of a
+/// seeded node. The test that no acknowledged enqueue is lost however often
+/// nodes die mid-write.
+pub fn kill_loop(seed: u64, nodes: &[u64], kills: usize) -> Vec<PlannedFault> {
+    let mut rng = Rng::new(seed);
+    (0..kills)
+        .filter(|_| !nodes.is_empty())
+        .map(|_| PlannedFault {
+            kind: FaultKind::Kill,
+            target: if rng.below(2) == 0 {
+                Target::Leader
+            } else {
+                Target::Node(nodes[rng.below(nodes.len() as u64) as usize])
+            },
+            after_ms: 500 + rng.below(1_000),
+            duration_ms: 300 + rng.below(700),
+        })
+        .collect()
+}
+
 /// Applies `faults` to `cluster` one at a time, recording each in `history`,
 /// and heals the cluster at the end. `client` finds the leader.
 pub async fn run(

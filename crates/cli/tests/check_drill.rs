@@ -3,7 +3,12 @@
 //! kill -9 and SIGSTOP on a seeded schedule. It must find no violation.
 
 use std::process::Command;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// The drills run one at a time: each starts a cluster and a workload, and
+/// two at once on 2 cores would measure the machine, not raftq.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 fn raftq(args: &[&str], limit: Duration) -> (bool, String, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_raftq"))
@@ -34,6 +39,7 @@ fn raftq(args: &[&str], limit: Duration) -> (bool, String, String) {
 
 #[test]
 fn the_drill_with_kills_and_pauses_finds_no_violation() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let (ok, stdout, stderr) = raftq(
         &[
             "check",
@@ -62,4 +68,25 @@ fn the_drill_refuses_a_backend_it_does_not_have_yet() {
         stderr.contains("--nemesis docker is not built yet"),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_kill_loop_of_40_kills_loses_nothing_acknowledged() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let (ok, stdout, stderr) = raftq(
+        &[
+            "check",
+            "--nemesis",
+            "local",
+            "--kill-loop",
+            "40",
+            "--seed",
+            "5",
+        ],
+        Duration::from_secs(400),
+    );
+    println!("{stdout}");
+    assert!(ok, "the kill loop found a problem:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("failover: 40 faults"), "{stdout}");
+    assert!(stdout.contains("lost: 0"), "{stdout}");
 }

@@ -437,9 +437,9 @@ impl Client {
     }
 
     /// Acks messages by receipt; one result per receipt. When the call had to
-    /// be retried (an attempt's outcome was unknown), a receipt the retry
-    /// finds unknown counts as acked: the message is gone, most likely by the
-    /// earlier attempt.
+    /// be retried after an attempt whose outcome was unknown, a receipt the
+    /// retry finds *unknown* may have been acked by that attempt: the message
+    /// is gone either way.
     ///
     /// ```no_run
     /// # async fn demo(client: raftq_client::Client, receipt: String) -> raftq_client::Result<()> {
@@ -453,31 +453,13 @@ impl Client {
             queue: queue.into(),
             receipts,
         };
-        let attempts = AtomicU64::new(0);
         let response = self
             .with_retries(|ch| {
-                attempts.fetch_add(1, Ordering::Relaxed);
                 let request = request.clone();
                 async move { Self::queue_client(ch).ack(request).await }
             })
             .await?;
-        let retried = attempts.load(Ordering::Relaxed) > 1;
-        Ok(receipt_results(response.results)
-            .into_iter()
-            .map(|result| match result {
-                // An earlier attempt may have been applied with its answer
-                // lost: the message is then gone, and the retry finds its
-                // receipt unknown. The ack did its job; say so.
-                Err(err)
-                    if retried
-                        && err.code == tonic::Code::FailedPrecondition
-                        && err.message.contains("unknown receipt") =>
-                {
-                    Ok(())
-                }
-                other => other,
-            })
-            .collect())
+        Ok(receipt_results(response.results))
     }
 
     /// Ends leases now; redelivery after `delay` or the queue's backoff.

@@ -48,6 +48,11 @@ pub struct CheckArgs {
     /// Consumer tasks.
     #[arg(long, default_value_t = 4)]
     consumers: usize,
+    /// With `--nemesis local`: instead of the mixed schedule, kill -9 and
+    /// restart nodes this many times back to back (the leader or a seeded
+    /// node each time). The workload runs until the loop ends.
+    #[arg(long)]
+    kill_loop: Option<usize>,
     /// Write the operation history here, as JSON lines.
     #[arg(long)]
     history: Option<PathBuf>,
@@ -105,7 +110,11 @@ async fn drill(args: &CheckArgs, seed: u64, dir: &std::path::Path) -> anyhow::Re
         );
     }
     let mut config = WorkloadConfig::new(seed);
-    config.duration = args.duration;
+    // A kill loop lasts as long as its kills (at most 2.5 s each).
+    config.duration = match (args.nemesis.as_str(), args.kill_loop) {
+        ("local", Some(kills)) => Duration::from_millis(kills as u64 * 2_500),
+        _ => args.duration,
+    };
     config.max_ops = args.max_ops;
     config.producers = args.producers;
     config.consumers = args.consumers;
@@ -115,7 +124,10 @@ async fn drill(args: &CheckArgs, seed: u64, dir: &std::path::Path) -> anyhow::Re
     let outcome = match local.as_mut() {
         Some(cluster) => {
             let ids: Vec<u64> = cluster.members().into_iter().map(|(id, _)| id).collect();
-            let faults = nemesis::schedule(seed, &ids, args.duration);
+            let faults = match args.kill_loop {
+                Some(kills) => nemesis::kill_loop(seed, &ids, kills),
+                None => nemesis::schedule(seed, &ids, args.duration),
+            };
             eprintln!("{} faults planned", faults.len());
             let (ran, faulted) = tokio::join!(
                 workload.run(&history, progress),
