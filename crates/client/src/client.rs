@@ -436,10 +436,8 @@ impl Client {
         Ok(response.messages)
     }
 
-    /// Acks messages by receipt; one result per receipt. When the call had to
-    /// be retried after an attempt whose outcome was unknown, a receipt the
-    /// retry finds *unknown* may have been acked by that attempt: the message
-    /// is gone either way.
+    /// Acks messages by receipt; one result per receipt. Acks are idempotent
+    /// within the queue's dedup window, so the client's retries are safe.
     ///
     /// ```no_run
     /// # async fn demo(client: raftq_client::Client, receipt: String) -> raftq_client::Result<()> {

@@ -187,8 +187,14 @@ fn receive_leases_ready_messages_in_id_order_and_an_expired_lease_delivers_again
 }
 
 #[test]
-fn an_acked_message_is_gone_and_its_receipt_is_then_unknown() {
-    let mut s = Story::with_queue("q", config());
+fn an_acked_message_is_gone_a_repeated_ack_succeeds_within_the_window_and_is_unknown_after() {
+    let mut s = Story::with_queue(
+        "q",
+        QueueConfig {
+            dedup_window_ms: 120 * SECOND,
+            ..config()
+        },
+    );
     s.enqueue("q", "a");
     let d = s.receive("q", 1).remove(0);
     assert_eq!(s.ack("q", d.receipt), Ok(()));
@@ -197,7 +203,34 @@ fn an_acked_message_is_gone_and_its_receipt_is_then_unknown() {
         s.receive("q", 10).is_empty(),
         "an acked message is never delivered again"
     );
-    assert_eq!(s.ack("q", d.receipt), Err(Refusal::ReceiptUnknown(1)));
+    let before = s.queues.digest();
+    assert_eq!(
+        s.ack("q", d.receipt),
+        Ok(()),
+        "a retried ack whose answer was lost hears done"
+    );
+    assert_eq!(s.queues.digest(), before, "and changes nothing");
+    assert_eq!(s.stats("q").counters.acked, 1);
+    s.advance(60 * SECOND);
+    s.apply(Command::Tick {
+        now: Timestamp(s.now),
+    });
+    assert_eq!(
+        s.ack("q", d.receipt),
+        Err(Refusal::ReceiptUnknown(1)),
+        "after the window the receipt is unknown"
+    );
+    assert_eq!(
+        s.ack(
+            "q",
+            Receipt {
+                message: MessageId(1),
+                delivery: 2
+            }
+        ),
+        Err(Refusal::ReceiptUnknown(1)),
+        "a receipt that was never acked is not made up"
+    );
 }
 
 #[test]

@@ -79,6 +79,9 @@ struct ModelQueue {
     dedup: Vec<(String, DedupEntry)>,
     /// Messages dropped by `drop_oldest` overflow (for coverage).
     overflow_drops: u64,
+    /// Acked receipts and when they are forgotten: a repeated ack within the
+    /// queue's dedup window succeeds again.
+    acked: Vec<(u64, Receipt)>,
 }
 
 /// A refusal for a malformed request; texts are not compared.
@@ -206,6 +209,7 @@ impl Model {
             messages: Vec::new(),
             dedup: Vec::new(),
             overflow_drops: 0,
+            acked: Vec::new(),
         });
         self.queues.sort_by(|a, b| a.meta.name.cmp(&b.meta.name));
         Response::QueueCreated { created: true }
@@ -310,13 +314,21 @@ impl Model {
 
     fn ack(&mut self, name: &QueueName, receipts: &[Receipt]) -> Result<Response, Refusal> {
         check_receipt_count(receipts)?;
+        let now = self.clock;
         let queue = self.queue_mut(name)?;
+        queue.acked.retain(|(until, _)| *until > now);
+        let window = queue.meta.config.dedup_window_ms;
         let results = receipts
             .iter()
             .map(|&receipt| {
-                let index = queue.current_lease(receipt)?;
+                let index = match queue.current_lease(receipt) {
+                    Ok(index) => index,
+                    Err(_) if queue.acked.iter().any(|(_, r)| *r == receipt) => return Ok(()),
+                    Err(refusal) => return Err(refusal),
+                };
                 queue.messages.remove(index);
                 queue.meta.counters.acked += 1;
+                queue.acked.push((now + window, receipt));
                 Ok(())
             })
             .collect();
@@ -734,6 +746,9 @@ struct Observer {
     bodies: HashMap<Key, Bytes>,
     /// Bodies of acked messages.
     acked: HashSet<Bytes>,
+    /// Receipts whose ack succeeded: acking one again may succeed again
+    /// (acks are idempotent within the dedup window) and ends no lease.
+    acked_receipts: HashSet<(QueueName, Receipt)>,
     /// Messages seen arriving in a dead-letter queue.
     dead_lettered: HashSet<Key>,
     /// The last delivery count seen per message.
@@ -819,9 +834,13 @@ impl Observer {
             (Command::Ack { queue, receipts }, Response::Acked(results)) => {
                 for (receipt, result) in receipts.iter().zip(results) {
                     if result.is_ok() {
+                        if self.acked_receipts.contains(&(queue.clone(), *receipt)) {
+                            continue;
+                        }
                         let key = self.ended_lease(queue, *receipt, "ack")?;
                         let body = self.bodies.get(&key).expect("a delivered message").clone();
                         self.acked.insert(body);
+                        self.acked_receipts.insert((queue.clone(), *receipt));
                     }
                 }
             }

@@ -4,7 +4,9 @@
 //! exists and its current lease is the one the receipt names; the lease may
 //! have passed its deadline, as long as no one leased the message again, so a
 //! slow consumer that finishes late can still ack. A receipt from an earlier
-//! lease is refused as stale; one whose message is gone as unknown.
+//! lease is refused as stale; one whose message is gone as unknown — unless
+//! that receipt itself was acked within the queue's dedup window, in which
+//! case the repeated ack succeeds again (acks are idempotent for retries).
 
 use crate::command::Response;
 use crate::error::Refusal;
@@ -15,20 +17,35 @@ use crate::queue::{
 };
 
 /// Deletes each message whose current lease matches its receipt.
+///
+/// Acks are idempotent within the queue's dedup window: acking a receipt that
+/// was already acked succeeds again and changes nothing, so a client that
+/// retries an ack whose answer was lost (a leader crash) hears "done", not
+/// "unknown receipt".
 pub fn ack(queues: &mut Queues, name: QueueName, receipts: Vec<Receipt>) -> Response {
     if let Err(refusal) = check_receipts(&receipts) {
         return Response::Refused(refusal);
     }
+    let now = queues.clock();
     let queue = match queues.lookup_mut(&name) {
         Ok(queue) => queue,
         Err(refusal) => return Response::Refused(refusal),
     };
+    queue.forget_acks(now);
+    let window = queue.config().dedup_window_ms;
     let results = receipts
         .into_iter()
         .map(|receipt| {
-            check_receipt(queue, receipt)?;
+            if let Err(refusal) = check_receipt(queue, receipt) {
+                return if queue.was_acked(receipt) {
+                    Ok(())
+                } else {
+                    Err(refusal)
+                };
+            }
             queue.remove(receipt.message);
             queue.meta.counters.acked += 1;
+            queue.remember_ack(receipt, now.plus_ms(window));
             Ok(())
         })
         .collect();

@@ -79,6 +79,13 @@ pub struct Queue {
     dedup: HashMap<String, DedupEntry>,
     dedup_expiry: BTreeSet<(Timestamp, String)>,
     bytes: u64,
+    /// Receipts acked within the dedup window, by the time they are
+    /// forgotten: a repeated ack of one of them succeeds again (see
+    /// `ack.rs`). Not persisted, not in snapshots or the digest: a node that
+    /// restarted answers such a repeat with "unknown receipt" instead, and no
+    /// state depends on it.
+    acked: BTreeSet<(Timestamp, MessageId, u32)>,
+    acked_by_id: HashMap<MessageId, u32>,
     pub(crate) dirty_messages: BTreeSet<MessageId>,
     pub(crate) dirty_dedup: BTreeSet<String>,
 }
@@ -97,6 +104,8 @@ impl Queue {
             dedup: HashMap::new(),
             dedup_expiry: BTreeSet::new(),
             bytes: 0,
+            acked: BTreeSet::new(),
+            acked_by_id: HashMap::new(),
             dirty_messages: BTreeSet::new(),
             dirty_dedup: BTreeSet::new(),
         }
@@ -408,5 +417,30 @@ impl Queue {
             return Some(now.min(self.promoted_to));
         }
         self.timers.first().map(|(at, _)| *at)
+    }
+}
+
+impl Queue {
+    /// Remembers an acked receipt until `until`.
+    pub fn remember_ack(&mut self, receipt: crate::queue::Receipt, until: Timestamp) {
+        self.acked
+            .insert((until, receipt.message, receipt.delivery));
+        self.acked_by_id.insert(receipt.message, receipt.delivery);
+    }
+
+    /// Forgets acked receipts remembered until `now` or earlier.
+    pub fn forget_acks(&mut self, now: Timestamp) {
+        while let Some(&(until, id, _)) = self.acked.first() {
+            if until > now {
+                break;
+            }
+            self.acked.pop_first();
+            self.acked_by_id.remove(&id);
+        }
+    }
+
+    /// Whether `receipt` was acked within the window.
+    pub fn was_acked(&self, receipt: crate::queue::Receipt) -> bool {
+        self.acked_by_id.get(&receipt.message) == Some(&receipt.delivery)
     }
 }
