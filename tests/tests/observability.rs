@@ -95,3 +95,39 @@ async fn health_readiness_and_metrics_report_the_node_and_its_queues() {
     );
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_cut_off_from_its_majority_is_not_ready() {
+    let settings = Settings {
+        http: true,
+        ..Settings::default()
+    };
+    let mut cluster = TestCluster::start_with(3, settings).await;
+    let leader = cluster.wait_for_leader().await;
+    let http = cluster.node(leader).http_addr.expect("an HTTP port");
+    assert_eq!(get(http, "/ready").await.0, 200);
+    println!("phase: stop both followers of leader {leader}");
+    for id in cluster.ids() {
+        if id != leader {
+            cluster.stop(id).await;
+        }
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = get(http, "/ready").await;
+        if status == 503 {
+            assert!(
+                body.contains("quorum") || body.contains("no leader"),
+                "{body}"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still ready without a majority: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(get(http, "/health").await.0, 200, "alive, just not ready");
+    cluster.shutdown().await;
+}
