@@ -6,7 +6,7 @@
 //! `deploy/raftq.toml` is a commented sample of the file.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -26,6 +26,10 @@ pub struct NodeConfig {
     /// The address other nodes and clients use to reach this node; defaults to
     /// `listen` (set it when listening on 0.0.0.0 or behind NAT).
     pub advertise: Option<String>,
+    /// The local IP address this node's connections to its peers start from;
+    /// the system picks one when unset. Set it on hosts with several
+    /// addresses, where firewalls between nodes allow one of them.
+    pub source_address: Option<IpAddr>,
     /// Where the HTTP server (`/metrics`, `/health`, `/ready`) listens; none
     /// when unset.
     pub http_listen: Option<SocketAddr>,
@@ -61,6 +65,7 @@ impl Default for NodeConfig {
             id: 1,
             listen: SocketAddr::from(([127, 0, 0, 1], DEFAULT_GRPC_PORT)),
             advertise: None,
+            source_address: None,
             http_listen: None,
             data_dir: PathBuf::from("./data"),
             initial_cluster: BTreeMap::new(),
@@ -186,6 +191,9 @@ pub struct ServeArgs {
     /// Address others use to reach this node (default: --listen).
     #[arg(long, env = "RAFTQ_ADVERTISE")]
     pub advertise: Option<String>,
+    /// Local IP address for connections to peers (default: chosen by the system).
+    #[arg(long, env = "RAFTQ_SOURCE_ADDRESS")]
+    pub source_address: Option<IpAddr>,
     /// HTTP listen address for /metrics, /health and /ready.
     #[arg(long, env = "RAFTQ_HTTP_LISTEN")]
     pub http_listen: Option<SocketAddr>,
@@ -220,6 +228,7 @@ struct FileConfig {
     id: Option<u64>,
     listen: Option<SocketAddr>,
     advertise: Option<String>,
+    source_address: Option<IpAddr>,
     http_listen: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
     initial_cluster: Option<BTreeMap<String, String>>,
@@ -260,6 +269,7 @@ impl ServeArgs {
             id: self.id.or(file.id).unwrap_or(defaults.id),
             listen: self.listen.or(file.listen).unwrap_or(defaults.listen),
             advertise: self.advertise.clone().or(file.advertise),
+            source_address: self.source_address.or(file.source_address),
             http_listen: self.http_listen.or(file.http_listen),
             data_dir: self
                 .data_dir

@@ -12,6 +12,7 @@
 //!   retrying in a tight loop.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -40,10 +41,12 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// snapshot chunk and the largest proposal batch.
 pub const MAX_GRPC_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
-/// Opens (lazily) a channel to `addr` (`host:port`).
-pub fn channel(addr: &str) -> Result<Channel, String> {
+/// Opens (lazily) a channel to `addr` (`host:port`), its connections
+/// starting from `source` when one is given.
+pub fn channel(addr: &str, source: Option<IpAddr>) -> Result<Channel, String> {
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|err| format!("bad address {addr:?}: {err}"))?
+        .local_address(source)
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10))
@@ -56,9 +59,19 @@ pub fn channel(addr: &str) -> Result<Channel, String> {
 #[derive(Clone, Debug, Default)]
 pub struct Channels {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    source: Option<IpAddr>,
 }
 
 impl Channels {
+    /// Channels whose connections start from `source` (the node's
+    /// `source_address`), or from an address the system picks.
+    pub fn new(source: Option<IpAddr>) -> Self {
+        Channels {
+            channels: Arc::default(),
+            source,
+        }
+    }
+
     /// The channel to `addr`, opened on first use.
     pub fn get(&self, addr: &str) -> Result<Channel, String> {
         let mut channels = self
@@ -68,7 +81,7 @@ impl Channels {
         if let Some(channel) = channels.get(addr) {
             return Ok(channel.clone());
         }
-        let channel = channel(addr)?;
+        let channel = channel(addr, self.source)?;
         channels.insert(addr.to_string(), channel.clone());
         Ok(channel)
     }

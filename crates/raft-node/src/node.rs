@@ -65,6 +65,8 @@ pub struct Node {
     pub metrics: Metrics,
     /// The log flusher's counters.
     pub log_stats: Arc<LogStats>,
+    /// Held across a membership change: this node makes one at a time.
+    pub membership_change: tokio::sync::Mutex<()>,
     log: LogStore,
     shutdown: watch::Receiver<bool>,
 }
@@ -115,7 +117,7 @@ impl Node {
         }
         .validate()
         .map_err(|err| Error::Config(err.to_string()))?;
-        let channels = Channels::default();
+        let channels = Channels::new(config.source_address);
         let raft = Raft::new(
             config.id,
             Arc::new(raft_config),
@@ -138,6 +140,7 @@ impl Node {
         let node = Arc::new(Node {
             id: config.id,
             forwarder: Forwarder::new(config.id, raft.clone(), channels),
+            membership_change: tokio::sync::Mutex::new(()),
             config,
             raft,
             state,

@@ -109,11 +109,35 @@ pub fn status(node: &Node) -> pb::StatusResponse {
     }
 }
 
+/// Refuses a membership change on a leader that has just removed itself:
+/// it leads on until the change that removed it is committed, but it must
+/// not start another (openraft 0.9 asserts against it, and would act on a
+/// membership it is no longer in). The client retries and finds the next
+/// leader. Found by the failover drill (a removal of the leader followed by
+/// a second removal).
+fn check_can_change_membership(node: &Node) -> Result<()> {
+    let metrics = node.raft.metrics().borrow().clone();
+    let voter = metrics
+        .membership_config
+        .membership()
+        .voter_ids()
+        .any(|v| v == node.id);
+    if metrics.state != ServerState::Leader || !voter {
+        return Err(Error::Unavailable(format!(
+            "node {} is leaving the cluster (it was removed) and takes no membership changes; \
+             retry, the next leader will",
+            node.id
+        )));
+    }
+    Ok(())
+}
+
 async fn add_node(node: &Node, id: u64, addr: String) -> Result<pb::StatusResponse> {
     if id == 0 {
         return Err(Error::InvalidArgument("node id must be at least 1".into()));
     }
     check_addr(&addr).map_err(|why| Error::InvalidArgument(format!("address {addr:?}: {why}")))?;
+    let _one_at_a_time = node.membership_change.lock().await;
     let (is_voter, existing) = {
         let metrics = node.raft.metrics().borrow().clone();
         let membership = metrics.membership_config.membership();
@@ -130,6 +154,7 @@ async fn add_node(node: &Node, id: u64, addr: String) -> Result<pb::StatusRespon
             return Ok(status(node));
         }
     } else {
+        check_can_change_membership(node)?;
         node.raft
             .add_learner(id, BasicNode { addr: addr.clone() }, false)
             .await
@@ -137,6 +162,7 @@ async fn add_node(node: &Node, id: u64, addr: String) -> Result<pb::StatusRespon
         tracing::info!(node_id = node.id, new = id, %addr, "added learner; waiting for it to catch up");
     }
     wait_caught_up(node, id).await?;
+    check_can_change_membership(node)?;
     node.raft
         .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
         .await
@@ -179,6 +205,7 @@ async fn wait_caught_up(node: &Node, id: u64) -> Result<()> {
 }
 
 async fn remove_node(node: &Node, id: u64) -> Result<pb::StatusResponse> {
+    let _one_at_a_time = node.membership_change.lock().await;
     let (voters, is_member) = {
         let metrics = node.raft.metrics().borrow().clone();
         let membership = metrics.membership_config.membership();
@@ -188,6 +215,7 @@ async fn remove_node(node: &Node, id: u64) -> Result<pb::StatusResponse> {
     if !is_member {
         return Err(Error::NotMember(id));
     }
+    check_can_change_membership(node)?;
     if voters.contains(&id) {
         if voters.len() == 1 {
             return Err(Error::InvalidArgument(format!(
