@@ -33,6 +33,16 @@ fmt:
 bench:
     cargo bench -p raftq-storage
 
+# The failover drill on a cluster of its own (kill -9, pause, partitions,
+# membership changes): `just drill 600s 5`, `just drill 60s 3 netns` (root),
+# seed optional. See docs/FAILOVER.md.
+drill duration="60s" nodes="3" nemesis="local" seed="":
+    cargo run --release -p raftq-cli -- check --nemesis {{nemesis}} --nodes {{nodes}} --duration {{duration}} --producers 16 --consumers 32 --max-backlog 2000 --max-ops 100000000 {{ if seed == "" { "" } else { "--seed " + seed } }}
+
+# kill -9 the leader or a node, restart it, N times back to back under load.
+kill-loop kills="200" nodes="3":
+    cargo run --release -p raftq-cli -- check --nemesis local --nodes {{nodes}} --kill-loop {{kills}}
+
 # Start a local 3-node cluster on loopback (data under ./data).
 dev:
     cargo run -p raftq-cli -- dev
@@ -48,3 +58,9 @@ up nodes="3":
 # Stop the compose cluster and delete its volumes (all its data).
 down:
     deploy/cluster.sh down
+
+# The failover drill on containers: a compose cluster of its own (project
+# raftq-chaos), faulted by `raftq check --nemesis docker`, removed afterwards.
+# Needs root; `just down` first. See deploy/README.md.
+chaos nodes="3" duration="60s":
+    deploy/chaos.sh {{nodes}} {{duration}}

@@ -1,6 +1,9 @@
 //! `raftq check`, the failover drill, run as a user would run it: against a
-//! cluster of `raftq serve` processes it starts itself and faults with
-//! kill -9 and SIGSTOP on a seeded schedule. It must find no violation.
+//! cluster of `raftq serve` processes it starts itself (behind its
+//! fault-injecting proxies) and faults on a seeded schedule: kill -9,
+//! SIGSTOP, partitions, membership changes. It must find no violation.
+//! Longer and larger runs are in `.ci/run` (release build, 60,000
+//! operations, 3 and 5 nodes, network namespaces).
 
 use std::process::Command;
 use std::sync::Mutex;
@@ -37,37 +40,64 @@ fn raftq(args: &[&str], limit: Duration) -> (bool, String, String) {
     )
 }
 
-#[test]
-fn the_drill_with_kills_and_pauses_finds_no_violation() {
+/// Runs a drill on a local cluster and asserts it is clean; returns stderr
+/// (where the faults are logged).
+fn clean_drill(args: &[&str], limit: Duration) -> String {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let (ok, stdout, stderr) = raftq(
-        &[
-            "check",
-            "--nemesis",
-            "local",
-            "--duration",
-            "15s",
-            "--seed",
-            "11",
-        ],
-        Duration::from_secs(240),
-    );
+    let mut all = vec!["check", "--nemesis", "local"];
+    all.extend_from_slice(args);
+    let (ok, stdout, stderr) = raftq(&all, limit);
     println!("{stdout}");
     assert!(ok, "the drill failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("check: OK"), "{stdout}");
     assert!(stdout.contains("lost: 0"), "{stdout}");
     assert!(stderr.contains("faults planned"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr
+}
+
+/// Seed 11's first faults are a kill of the leader, then the leader and a
+/// second voter removed at once: the schedule that found openraft's
+/// assertion on a leader that had removed itself (see `membership.rs`).
+#[test]
+fn the_drill_with_every_kind_of_fault_finds_no_violation() {
+    let stderr = clean_drill(
+        &["--duration", "15s", "--seed", "11"],
+        Duration::from_secs(240),
+    );
+    assert!(stderr.contains("remove voter"), "{stderr}");
 }
 
 #[test]
-fn the_drill_refuses_a_backend_it_does_not_have_yet() {
-    let (ok, _, stderr) = raftq(&["check", "--nemesis", "docker"], Duration::from_secs(30));
+fn the_drill_with_partitions_finds_no_violation() {
+    let stderr = clean_drill(
+        &["--faults", "partition", "--duration", "20s", "--seed", "7"],
+        Duration::from_secs(240),
+    );
+    assert!(stderr.contains("fault=partition"), "{stderr}");
+}
+
+/// The docker nemesis against a compose project that does not exist: a
+/// clear error naming what is missing, no panic, nothing started.
+#[test]
+fn the_docker_drill_without_its_cluster_says_what_is_missing() {
+    let (ok, _, stderr) = raftq(
+        &[
+            "check",
+            "--nemesis",
+            "docker",
+            "--project",
+            "raftq-no-such-project",
+        ],
+        Duration::from_secs(60),
+    );
     assert!(!ok);
     assert!(
-        stderr.contains("--nemesis docker is not built yet"),
+        stderr.contains("no container for node 1")
+            || stderr.contains("Docker engine does not answer"),
         "{stderr}"
     );
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
 #[test]

@@ -338,6 +338,22 @@ impl History {
         )
     }
 
+    /// Names a fault recorded by [`History::fault_start`] once it is known
+    /// what it hit (a fault is recorded before its actions run, so that its
+    /// window starts when they do).
+    pub fn name_fault(&self, fault: &Invocation, name: impl Into<String>) {
+        let name = name.into();
+        if let Some(record) = self
+            .lock()
+            .records
+            .iter_mut()
+            .rev()
+            .find(|r| r.seq == fault.seq)
+        {
+            record.op = Op::Fault { name };
+        }
+    }
+
     /// Records a fault's end (the cluster healed from it).
     pub fn fault_end(&self, fault: Invocation) {
         let op = self

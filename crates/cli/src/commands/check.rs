@@ -9,13 +9,24 @@
 //! - `--nemesis none` (default): a safe smoke test against any cluster,
 //!   production included: no faults, only the workload's own queues.
 //! - `--nemesis local`: starts its own cluster of `raftq serve` processes on
-//!   loopback and kills (kill -9) and pauses (SIGSTOP) them on a seeded
-//!   schedule.
+//!   loopback, each behind a fault-injecting proxy, and on a seeded schedule
+//!   kills (kill -9) and pauses (SIGSTOP) them, cuts the network between
+//!   them (one node, the leader's minority, a bridge), removes a voter and
+//!   adds it back, and combines two of these.
+//! - `--nemesis netns` (root): the same, each node in a network namespace of
+//!   its own, the cuts being iptables DROP rules.
+//! - `--nemesis docker`: attaches to the running compose cluster of
+//!   `deploy/compose.yaml` (`--project`, `--nodes`) and runs the same
+//!   schedule on its containers: `docker kill`/`start`, `docker
+//!   pause`/`unpause`, and network cuts as DROP rules in the containers'
+//!   network namespaces. Needs root and the host's iptables; the cluster is
+//!   left running, healed. `deploy/chaos.sh` (`just chaos`) starts a cluster
+//!   of its own, runs this and removes it.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use raftq_check::nemesis::{self, LocalCluster};
+use raftq_check::nemesis::{self, Backend, DockerCluster, FaultKind, LocalCluster};
 use raftq_check::{check, replica_digests, History, Workload, WorkloadConfig};
 use raftq_client::Client;
 
@@ -29,13 +40,20 @@ pub struct CheckArgs {
     /// How long the workload runs.
     #[arg(long, value_parser = duration::parse, default_value = "60s")]
     duration: Duration,
-    /// Fault injection: none (a smoke test, safe on production) or local
-    /// (starts its own cluster of raftq serve processes and faults it).
-    #[arg(long, default_value = "none", value_parser = ["none", "local", "docker"])]
+    /// Fault injection: none (a smoke test, safe on production), local
+    /// (starts its own cluster of raftq serve processes on loopback and
+    /// faults it), netns (the same, each node in a network namespace; root)
+    /// or docker (faults the running compose cluster of `--project`; root).
+    #[arg(long, default_value = "none", value_parser = ["none", "local", "netns", "docker"])]
     nemesis: String,
-    /// Nodes of the cluster `--nemesis local` starts (3 or 5).
+    /// Nodes of the cluster `--nemesis local` starts, or of the compose
+    /// cluster `--nemesis docker` attaches to (3 or 5).
     #[arg(long, default_value_t = 3)]
     nodes: u64,
+    /// With `--nemesis docker`: the compose project of the cluster
+    /// (`deploy/cluster.sh` uses the same variable).
+    #[arg(long, env = "RAFTQ_PROJECT", default_value = "raftq")]
+    project: String,
     /// Seed of every random choice (printed; rerun with it to reproduce).
     #[arg(long)]
     seed: Option<u64>,
@@ -48,9 +66,22 @@ pub struct CheckArgs {
     /// Consumer tasks.
     #[arg(long, default_value_t = 4)]
     consumers: usize,
-    /// With `--nemesis local`: instead of the mixed schedule, kill -9 and
-    /// restart nodes this many times back to back (the leader or a seeded
-    /// node each time). The workload runs until the loop ends.
+    /// The kinds of fault the schedule draws from, comma-separated: kill,
+    /// pause, partition, membership (default: all; the docker nemesis takes
+    /// them all too).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "kill,pause,partition,membership"
+    )]
+    faults: Vec<FaultKind>,
+    /// Most messages enqueued and not yet acked; producers wait above it.
+    #[arg(long, default_value_t = 200)]
+    max_backlog: u64,
+    /// With `--nemesis local`, `netns` or `docker`: instead of the mixed
+    /// schedule, kill -9 and restart nodes this many times back to back (the
+    /// leader or a seeded node each time). The workload runs until the loop
+    /// ends.
     #[arg(long)]
     kill_loop: Option<usize>,
     /// Write the operation history here, as JSON lines.
@@ -84,20 +115,58 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<()> {
 }
 
 async fn drill(args: &CheckArgs, seed: u64, dir: &std::path::Path) -> anyhow::Result<()> {
-    let mut local = None;
+    let mut backend: Option<Box<dyn Backend>> = None;
     let addrs: Vec<String> = match args.nemesis.as_str() {
-        "none" => args.client.cluster.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
+        "none" => args
+            .client
+            .cluster
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect(),
         "local" => {
             std::fs::create_dir_all(dir)?;
             let cluster = LocalCluster::start(&std::env::current_exe()?, dir, args.nodes)?;
-            eprintln!("local cluster of {} nodes under {}: {}", args.nodes, dir.display(), cluster.addrs().join(","));
+            eprintln!(
+                "local cluster of {} nodes under {}: {}",
+                args.nodes,
+                dir.display(),
+                cluster.addrs().join(",")
+            );
             let addrs = cluster.addrs();
-            local = Some(cluster);
+            backend = Some(Box::new(cluster));
             addrs
         }
-        _ => anyhow::bail!(
-            "--nemesis docker is not built yet: run the drill with --nemesis local, or --nemesis none against your compose cluster"
-        ),
+        "netns" => {
+            std::fs::create_dir_all(dir)?;
+            let cluster =
+                LocalCluster::start_in_namespaces(&std::env::current_exe()?, dir, args.nodes)?;
+            eprintln!(
+                "cluster of {} nodes in network namespaces, data under {}: {}",
+                args.nodes,
+                dir.display(),
+                cluster.addrs().join(",")
+            );
+            let addrs = cluster.addrs();
+            backend = Some(Box::new(cluster));
+            addrs
+        }
+        _ => {
+            let cluster = DockerCluster::attach(&args.project, args.nodes)?;
+            let addrs: Vec<String> = cluster
+                .members()
+                .into_iter()
+                .map(|(_, addr)| addr)
+                .collect();
+            eprintln!(
+                "compose project {} of {} nodes: {}",
+                args.project,
+                args.nodes,
+                addrs.join(",")
+            );
+            backend = Some(Box::new(cluster));
+            addrs
+        }
     };
     let client = Client::connect(addrs.clone()).map_err(|err| explain(err, &addrs.join(",")))?;
     if raftq_check::wait_for_leader(&client, Duration::from_secs(30))
@@ -110,28 +179,41 @@ async fn drill(args: &CheckArgs, seed: u64, dir: &std::path::Path) -> anyhow::Re
         );
     }
     let mut config = WorkloadConfig::new(seed);
-    // A kill loop lasts as long as its kills (at most 2.5 s each).
+    // A kill loop lasts as long as its kills (at most 2.5 s each, and a
+    // second more for Docker to kill and start a container).
     config.duration = match (args.nemesis.as_str(), args.kill_loop) {
-        ("local", Some(kills)) => Duration::from_millis(kills as u64 * 2_500),
+        ("local" | "netns", Some(kills)) => Duration::from_millis(kills as u64 * 2_500),
+        ("docker", Some(kills)) => Duration::from_millis(kills as u64 * 3_500),
         _ => args.duration,
     };
     config.max_ops = args.max_ops;
     config.producers = args.producers;
     config.consumers = args.consumers;
+    config.max_backlog = args.max_backlog;
     let workload = Workload::setup(client.clone(), config).await?;
     let history = History::new();
     let progress = |p: raftq_check::Progress| eprint!("\r{p}        ");
-    let outcome = match local.as_mut() {
+    let outcome = match backend.as_mut() {
         Some(cluster) => {
             let ids: Vec<u64> = cluster.members().into_iter().map(|(id, _)| id).collect();
             let faults = match args.kill_loop {
                 Some(kills) => nemesis::kill_loop(seed, &ids, kills),
-                None => nemesis::schedule(seed, &ids, args.duration),
+                None => nemesis::schedule(seed, &ids, args.duration, &args.faults),
             };
             eprintln!("{} faults planned", faults.len());
+            // A schedule ends with the workload (it may stop early, at
+            // --max-ops); a kill loop runs all its kills.
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            let work = async {
+                let ran = workload.run(&history, progress).await;
+                if args.kill_loop.is_none() {
+                    let _ = stop.send(true);
+                }
+                ran
+            };
             let (ran, faulted) = tokio::join!(
-                workload.run(&history, progress),
-                nemesis::run(cluster, &client, &history, &faults)
+                work,
+                nemesis::run(cluster.as_mut(), &client, &history, &faults, stopped)
             );
             faulted?;
             ran
@@ -151,7 +233,7 @@ async fn drill(args: &CheckArgs, seed: u64, dir: &std::path::Path) -> anyhow::Re
     if let Err(err) = workload.teardown().await {
         eprintln!("warning: could not delete the drill's queues: {err}");
     }
-    drop(local);
+    drop(backend);
     if args.client.json {
         output::print_json(&serde_json::to_value(&report)?);
     } else {
