@@ -177,6 +177,7 @@ async fn apply(
     leader: Option<u64>,
     in_force: &mut InForce,
     taken: &mut BTreeSet<u64>,
+    limit: Duration,
 ) -> Result<String> {
     let ids: Vec<u64> = backend.members().into_iter().map(|(id, _)| id).collect();
     // A node target already hit by the other half of a combination moves
@@ -220,8 +221,11 @@ async fn apply(
         Action::Remove(target) => {
             let (id, role) = resolve(target);
             // A removal that fails (no leader at the moment, a change
-            // already under way) is reported, and the fault goes on.
-            match tokio::time::timeout(Duration::from_secs(10), client.remove_node(id)).await {
+            // already under way) is reported, and the fault goes on. One
+            // that cannot commit (a paused node is in the new majority)
+            // blocks every write meanwhile: it is waited for no longer than
+            // the fault lasts, so the fault ends when planned.
+            match tokio::time::timeout(limit, client.remove_node(id)).await {
                 Ok(Ok(_)) => {
                     in_force.removed.insert(id);
                     Ok(format!("remove voter {id}{role}"))
@@ -230,7 +234,10 @@ async fn apply(
                 Err(_) => {
                     // It may still happen: add it back when healing.
                     in_force.removed.insert(id);
-                    Ok(format!("remove voter {id}{role} (no answer in 10 s)"))
+                    Ok(format!(
+                        "remove voter {id}{role} (no answer in {} ms)",
+                        limit.as_millis()
+                    ))
                 }
             }
         }
@@ -309,8 +316,22 @@ pub async fn run(
         let mut names = Vec::new();
         let mut taken = BTreeSet::new();
         let window = history.fault_start(String::new());
+        let started = Instant::now();
+        let lasts = Duration::from_millis(fault.duration_ms);
         for action in &fault.actions {
-            let applied = apply(backend, client, action, leader, &mut in_force, &mut taken).await;
+            let limit = lasts
+                .saturating_sub(started.elapsed())
+                .max(Duration::from_millis(100));
+            let applied = apply(
+                backend,
+                client,
+                action,
+                leader,
+                &mut in_force,
+                &mut taken,
+                limit,
+            )
+            .await;
             match applied {
                 Ok(name) => names.push(name),
                 Err(err) => {
@@ -322,7 +343,8 @@ pub async fn run(
         let name = format!("{} for {} ms", names.join(" + "), fault.duration_ms);
         tracing::info!(fault = %name, "fault starts");
         history.name_fault(&window, name);
-        let stopped = sleep_unless(fault.duration_ms, &mut stop).await;
+        let left = lasts.saturating_sub(started.elapsed());
+        let stopped = sleep_unless(left.as_millis() as u64, &mut stop).await;
         heal(backend, client, &mut in_force).await?;
         history.fault_end(window);
         if stopped {
