@@ -37,7 +37,7 @@ bench:
 # membership changes): `just drill 600s 5`, `just drill 60s 3 netns` (root),
 # seed optional. See docs/FAILOVER.md.
 drill duration="60s" nodes="3" nemesis="local" seed="":
-    cargo run --release -p raftq-cli -- check --nemesis {{nemesis}} --nodes {{nodes}} --duration {{duration}} --producers 16 --consumers 32 --max-backlog 2000 --max-ops 100000000 {{ if seed == "" { "" } else { "--seed " + seed } }}
+    cargo run --release -p raftq-cli -- check --nemesis {{nemesis}} --nodes {{nodes}} --duration {{duration}} --producers 16 --consumers 32 --max-backlog 2000 --max-ops 100000000 $([ -n "{{seed}}" ] && echo --seed "{{seed}}")
 
 # kill -9 the leader or a node, restart it, N times back to back under load.
 kill-loop kills="200" nodes="3":

@@ -123,17 +123,7 @@ impl LocalCluster {
                 "--source-address".into(),
                 source_of(id).to_string(),
             ]);
-            cluster.nodes.insert(
-                id,
-                LocalNode {
-                    addr: advertised.to_string(),
-                    args,
-                    log: dir.join(format!("node-{id}.log")),
-                    child: None,
-                    paused: false,
-                },
-            );
-            cluster.start(id)?;
+            cluster.launch(id, advertised.to_string(), args, dir)?;
         }
         Ok(cluster)
     }
@@ -160,19 +150,24 @@ impl LocalCluster {
         for (id, addr) in addrs {
             let mut args = node_args(id, dir, &initial.join(","));
             args.extend(["--listen".into(), addr.clone()]);
-            cluster.nodes.insert(
-                id,
-                LocalNode {
-                    addr,
-                    args,
-                    log: dir.join(format!("node-{id}.log")),
-                    child: None,
-                    paused: false,
-                },
-            );
-            cluster.start(id)?;
+            cluster.launch(id, addr, args, dir)?;
         }
         Ok(cluster)
+    }
+
+    /// Adds node `id`, reached at `addr`, run with `args`, and starts it.
+    fn launch(&mut self, id: u64, addr: String, args: Vec<String>, dir: &Path) -> Result<()> {
+        self.nodes.insert(
+            id,
+            LocalNode {
+                addr,
+                args,
+                log: dir.join(format!("node-{id}.log")),
+                child: None,
+                paused: false,
+            },
+        );
+        self.start(id)
     }
 
     /// Every node's address (the one clients and peers use).

@@ -124,25 +124,17 @@ async fn drill(args: &CheckArgs, seed: u64, dir: &std::path::Path) -> anyhow::Re
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty())
             .collect(),
-        "local" => {
+        "local" | "netns" => {
             std::fs::create_dir_all(dir)?;
-            let cluster = LocalCluster::start(&std::env::current_exe()?, dir, args.nodes)?;
+            let exe = std::env::current_exe()?;
+            let cluster = if args.nemesis == "local" {
+                LocalCluster::start(&exe, dir, args.nodes)?
+            } else {
+                LocalCluster::start_in_namespaces(&exe, dir, args.nodes)?
+            };
             eprintln!(
-                "local cluster of {} nodes under {}: {}",
-                args.nodes,
-                dir.display(),
-                cluster.addrs().join(",")
-            );
-            let addrs = cluster.addrs();
-            backend = Some(Box::new(cluster));
-            addrs
-        }
-        "netns" => {
-            std::fs::create_dir_all(dir)?;
-            let cluster =
-                LocalCluster::start_in_namespaces(&std::env::current_exe()?, dir, args.nodes)?;
-            eprintln!(
-                "cluster of {} nodes in network namespaces, data under {}: {}",
+                "{} of {} nodes, data under {}: {}",
+                cluster.name(),
                 args.nodes,
                 dir.display(),
                 cluster.addrs().join(",")
