@@ -136,7 +136,7 @@ pub fn check_with(
     report.duplicates = classify_duplicates(&facts, &marks);
     check_queue_order(&facts, &mut findings);
     check_group_order(&facts, &mut findings);
-    check_digests(digests, &mut findings, &mut report.notes);
+    check_digests(digests, &mut findings, &mut report.inconclusive);
     report.violations = findings.into_violations();
     report
 }
@@ -209,8 +209,15 @@ fn drain_status(facts: &Facts, inconclusive: &mut Vec<String>) -> bool {
     drained
 }
 
-/// Replicas at the same applied index must hold the same state.
-fn check_digests(digests: &[ReplicaDigest], findings: &mut Findings, notes: &mut Vec<String>) {
+/// Replicas at the same applied index must hold the same state. Replicas
+/// that did not all reach the same index after healing (a node left out of
+/// the cluster, or one that never caught up) make the run inconclusive:
+/// the laggard's state cannot be compared.
+fn check_digests(
+    digests: &[ReplicaDigest],
+    findings: &mut Findings,
+    inconclusive: &mut Vec<String>,
+) {
     let mut by_index: BTreeMap<u64, Vec<&ReplicaDigest>> = BTreeMap::new();
     for digest in digests {
         by_index
@@ -219,9 +226,13 @@ fn check_digests(digests: &[ReplicaDigest], findings: &mut Findings, notes: &mut
             .push(digest);
     }
     if by_index.len() > 1 {
-        notes.push(format!(
-            "replicas stand at different applied indexes {:?}: only equal ones are compared",
-            by_index.keys().collect::<Vec<_>>()
+        let stands: Vec<String> = digests
+            .iter()
+            .map(|r| format!("node {} at {}", r.node_id, r.applied_index))
+            .collect();
+        inconclusive.push(format!(
+            "replicas stand at different applied indexes after healing ({}): only equal ones are compared",
+            stands.join(", ")
         ));
     }
     for (index, replicas) in &by_index {

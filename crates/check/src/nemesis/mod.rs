@@ -98,6 +98,10 @@ struct InForce {
     paused: BTreeSet<u64>,
     cut: bool,
     removed: BTreeSet<u64>,
+    /// Removals still under way when their fault's time was up: healing
+    /// waits for them before adding the node back, or the late removal
+    /// would undo the re-adding.
+    removing: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// The cuts that make `shape` with the nodes `all`, `leader` leading.
@@ -225,15 +229,25 @@ async fn apply(
             // that cannot commit (a paused node is in the new majority)
             // blocks every write meanwhile: it is waited for no longer than
             // the fault lasts, so the fault ends when planned.
-            match tokio::time::timeout(limit, client.remove_node(id)).await {
-                Ok(Ok(_)) => {
+            let (answer, answered) = tokio::sync::oneshot::channel();
+            let removing = client.clone();
+            let task = tokio::spawn(async move {
+                let _ = answer.send(removing.remove_node(id).await);
+            });
+            match tokio::time::timeout(limit, answered).await {
+                Ok(Ok(Ok(_))) => {
                     in_force.removed.insert(id);
                     Ok(format!("remove voter {id}{role}"))
                 }
-                Ok(Err(err)) => Ok(format!("remove voter {id}{role} (refused: {err})")),
+                Ok(Ok(Err(err))) => Ok(format!("remove voter {id}{role} (refused: {err})")),
+                Ok(Err(_)) => Ok(format!(
+                    "remove voter {id}{role} (the call ended unanswered)"
+                )),
                 Err(_) => {
-                    // It may still happen: add it back when healing.
+                    // It may still happen: wait for it and add the node
+                    // back when healing.
                     in_force.removed.insert(id);
+                    in_force.removing.push(task);
                     Ok(format!(
                         "remove voter {id}{role} (no answer in {} ms)",
                         limit.as_millis()
@@ -258,34 +272,54 @@ async fn heal(backend: &mut dyn Backend, client: &Client, in_force: &mut InForce
     for id in std::mem::take(&mut in_force.killed) {
         blocking(|| backend.start(id))?;
     }
-    let members = backend.members();
-    for id in std::mem::take(&mut in_force.removed) {
-        let addr = members
-            .iter()
-            .find(|(m, _)| *m == id)
-            .map(|(_, addr)| addr.clone())
-            .ok_or_else(|| Error::Setup(format!("node {id} is not in the {}", backend.name())))?;
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            match tokio::time::timeout(Duration::from_secs(70), client.add_node(id, &addr)).await {
-                Ok(Ok(_)) => break,
-                outcome => {
-                    if Instant::now() >= deadline {
-                        let why = match outcome {
-                            Ok(Err(err)) => err.to_string(),
-                            _ => "no answer".into(),
-                        };
-                        return Err(Error::Setup(format!(
-                            "could not add node {id} back as a voter within 120 s: {why}"
-                        )));
-                    }
-                    tracing::warn!(node = id, "adding the node back failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-            }
-        }
+    for task in std::mem::take(&mut in_force.removing) {
+        // The client gives up on its own within its retry budget.
+        let _ = tokio::time::timeout(Duration::from_secs(90), task).await;
+    }
+    if std::mem::take(&mut in_force.removed).is_empty() {
+        return Ok(());
+    }
+    // Every node of the backend must be a voter again, whatever became of
+    // the removals.
+    for (id, addr) in backend.members() {
+        add_back(client, id, &addr).await?;
     }
     Ok(())
+}
+
+/// Whether node `id` votes (the status names the leader "leader", the
+/// other voters "voter").
+fn is_voter(status: &raftq_client::proto::StatusResponse, id: u64) -> bool {
+    status
+        .members
+        .iter()
+        .any(|m| m.id == id && (m.role == "voter" || m.role == "leader"))
+}
+
+/// Adds node `id` back as a voter unless it is one, retrying for up to two
+/// minutes (it needs a leader, and the node to catch up).
+async fn add_back(client: &Client, id: u64, addr: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let why = match client.cluster_status().await {
+            Ok(status) if is_voter(&status, id) => return Ok(()),
+            _ => match tokio::time::timeout(Duration::from_secs(70), client.add_node(id, addr))
+                .await
+            {
+                Ok(Ok(status)) if is_voter(&status, id) => return Ok(()),
+                Ok(Ok(_)) => "not a voter after adding".to_string(),
+                Ok(Err(err)) => err.to_string(),
+                Err(_) => "no answer in 70 s".to_string(),
+            },
+        };
+        if Instant::now() >= deadline {
+            return Err(Error::Setup(format!(
+                "could not add node {id} back as a voter within 120 s: {why}"
+            )));
+        }
+        tracing::warn!(node = id, %why, "adding the node back failed; retrying");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// Sleeps for `ms`, or less if `stop` turns true; returns whether it did.
