@@ -46,7 +46,7 @@ pub struct CheckArgs {
     /// or docker (faults the running compose cluster of `--project`; root).
     #[arg(long, default_value = "none", value_parser = ["none", "local", "netns", "docker"])]
     nemesis: String,
-    /// Nodes of the cluster `--nemesis local` starts, or of the compose
+    /// Nodes of the cluster `--nemesis local` or `netns` starts, or of the compose
     /// cluster `--nemesis docker` attaches to (3 or 5).
     #[arg(long, default_value_t = 3)]
     nodes: u64,
