@@ -227,3 +227,44 @@ async fn a_consumer_and_a_producer_carry_on_across_a_leader_change() {
     drop(consumer);
     cluster.shutdown().await;
 }
+
+/// A leader cut off from its majority does not hold writes until the
+/// client's attempt timeout: a write in flight is given up (UNAVAILABLE,
+/// outcome unknown) and a new one is refused without being written, within
+/// about an election timeout, so clients go and find the new leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_cut_off_from_its_majority_gives_up_writes_within_an_election_timeout() {
+    let mut cluster = TestCluster::start(3).await;
+    let leader = cluster.wait_for_leader().await;
+    let client = cluster.client_of(leader);
+    client
+        .create_queue("cut-off", pb::QueueConfig::default())
+        .await
+        .expect("create");
+    for id in cluster.ids() {
+        if id != leader {
+            cluster.stop(id).await;
+        }
+    }
+    let started = std::time::Instant::now();
+    let in_flight = client
+        .enqueue("cut-off", vec![raftq_client::Message::new("held")])
+        .await
+        .expect_err("no majority: the write cannot succeed");
+    assert_eq!(in_flight.code, raftq_client::Code::Unavailable, "{in_flight}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "given up after {:?}, not at the client's timeout",
+        started.elapsed()
+    );
+    let refused = client
+        .enqueue("cut-off", vec![raftq_client::Message::new("refused")])
+        .await
+        .expect_err("still no majority");
+    assert_eq!(refused.code, raftq_client::Code::Unavailable);
+    assert!(
+        refused.message.contains("has not heard from a majority"),
+        "{refused}"
+    );
+    cluster.shutdown().await;
+}

@@ -134,6 +134,7 @@ impl Node {
             max_commands: config.max_batch_commands,
             max_bytes: config.max_batch_bytes,
             max_inflight: config.max_inflight_proposals,
+            stale_leader_ms: config.election_timeout_max_ms,
         };
         let proposer = Proposer::start(raft.clone(), limits, metrics.clone());
         let (shutdown_tx, shutdown_rx) = watch::channel(false);

@@ -12,6 +12,7 @@
 //! callers wait for room when it is full, which pushes back on clients.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::Raft;
@@ -57,6 +58,11 @@ pub struct BatchLimits {
     pub max_bytes: usize,
     /// Most entries being committed at once.
     pub max_inflight: usize,
+    /// A leader that has not heard from a majority for longer than this
+    /// (ms) refuses new writes and gives up waiting on those in flight, so
+    /// clients go and find the new leader (openraft 0.9 keeps a cut-off
+    /// leader leading until it hears of a higher term).
+    pub stale_leader_ms: u64,
 }
 
 /// Hands commands to Raft in batches.
@@ -118,15 +124,57 @@ async fn run(
             }
         }
         metrics.proposal_batch_commands.observe(batch.len() as f64);
+        if let Some(why) = cut_off(&raft, limits.stale_leader_ms) {
+            for proposal in batch {
+                let _ = proposal.reply.send(Err(Error::Unavailable(format!(
+                    "{why}; nothing was written, retry: another node may lead"
+                ))));
+            }
+            continue;
+        }
         let raft = raft.clone();
+        let stale_leader_ms = limits.stale_leader_ms;
         tokio::spawn(async move {
-            commit(&raft, batch).await;
+            commit(&raft, batch, stale_leader_ms).await;
             drop(slot);
         });
     }
 }
 
-async fn commit(raft: &Raft<TypeConfig>, batch: Vec<Proposal>) {
+/// How often a write in flight checks that its leader still hears from a
+/// majority.
+const CUT_OFF_CHECK: Duration = Duration::from_millis(100);
+
+/// Why this node, leading a cluster of several voters, looks cut off from
+/// its majority: no quorum has acknowledged it for over `stale_ms`. A
+/// leader just elected (no acknowledgement yet) is not cut off.
+fn cut_off(raft: &Raft<TypeConfig>, stale_ms: u64) -> Option<String> {
+    let watch = raft.metrics();
+    let metrics = watch.borrow();
+    let silent = metrics.millis_since_quorum_ack?;
+    if metrics.current_leader != Some(metrics.id) || silent <= stale_ms {
+        return None;
+    }
+    let voters = metrics.membership_config.membership().voter_ids().count();
+    (voters > 1).then(|| {
+        format!(
+            "node {} leads but has not heard from a majority for {silent} ms (cut off?)",
+            metrics.id
+        )
+    })
+}
+
+/// Resolves once this leader looks cut off from its majority.
+async fn until_cut_off(raft: &Raft<TypeConfig>, stale_ms: u64) -> String {
+    loop {
+        tokio::time::sleep(CUT_OFF_CHECK).await;
+        if let Some(why) = cut_off(raft, stale_ms) {
+            return why;
+        }
+    }
+}
+
+async fn commit(raft: &Raft<TypeConfig>, batch: Vec<Proposal>, stale_leader_ms: u64) {
     let (commands, replies): (Vec<Command>, Vec<_>) =
         batch.into_iter().map(|p| (p.command, p.reply)).unzip();
     let single = commands.len() == 1;
@@ -135,7 +183,21 @@ async fn commit(raft: &Raft<TypeConfig>, batch: Vec<Proposal>) {
     } else {
         Command::Batch(commands)
     };
-    match raft.client_write(entry).await {
+    let written = tokio::select! {
+        written = raft.client_write(entry) => written,
+        why = until_cut_off(raft, stale_leader_ms) => {
+            // The entry may still commit (if this leader is heard again) or
+            // be replaced by the next leader: the outcome is unknown, and a
+            // retry is safe (enqueues carry dedup ids, acks are idempotent).
+            for reply in replies {
+                let _ = reply.send(Err(Error::Unavailable(format!(
+                    "{why}; the outcome of this write is unknown, retry: another node may lead"
+                ))));
+            }
+            return;
+        }
+    };
+    match written {
         Ok(written) => {
             let responses = match written.data {
                 Response::Batch(responses) if !single => responses,
