@@ -251,7 +251,11 @@ async fn a_leader_cut_off_from_its_majority_gives_up_writes_within_an_election_t
         .enqueue("cut-off", vec![raftq_client::Message::new("held")])
         .await
         .expect_err("no majority: the write cannot succeed");
-    assert_eq!(in_flight.code, raftq_client::Code::Unavailable, "{in_flight}");
+    assert_eq!(
+        in_flight.code,
+        raftq_client::Code::Unavailable,
+        "{in_flight}"
+    );
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "given up after {:?}, not at the client's timeout",
