@@ -19,7 +19,6 @@ struct LocalNode {
     args: Vec<String>,
     log: PathBuf,
     child: Option<Child>,
-    paused: bool,
 }
 
 /// How the nodes of a [`LocalCluster`] are wired, and cut apart.
@@ -164,7 +163,6 @@ impl LocalCluster {
                 args,
                 log: dir.join(format!("node-{id}.log")),
                 child: None,
-                paused: false,
             },
         );
         self.start(id)
@@ -181,27 +179,14 @@ impl LocalCluster {
             .ok_or_else(|| Error::Setup(format!("no node {id} in the local cluster")))
     }
 
-    fn signal(&mut self, id: u64, signal: &str) -> Result<bool> {
+    /// Sends `signal` to node `id`'s process, if it runs.
+    fn signal(&mut self, id: u64, signal: &str) -> Result<()> {
         let node = self.node(id)?;
-        let Some(child) = &node.child else {
-            return Ok(false);
-        };
-        let status = Command::new("kill")
-            .args([signal, &child.id().to_string()])
-            .status()
-            .map_err(|err| Error::Setup(format!("cannot run kill: {err}")))?;
-        Ok(status.success())
-    }
-
-    /// Resumes every paused node, starts every dead one, mends the network.
-    pub fn heal(&mut self) -> Result<()> {
-        self.mend()?;
-        let ids: Vec<u64> = self.nodes.keys().copied().collect();
-        for id in ids {
-            if self.node(id)?.paused {
-                self.resume(id)?;
-            }
-            self.start(id)?;
+        if let Some(child) = &node.child {
+            Command::new("kill")
+                .args([signal, &child.id().to_string()])
+                .status()
+                .map_err(|err| Error::Setup(format!("cannot run kill: {err}")))?;
         }
         Ok(())
     }
@@ -228,7 +213,6 @@ impl Backend for LocalCluster {
             let _ = child.kill();
             let _ = child.wait();
         }
-        node.paused = false;
         Ok(())
     }
 
@@ -256,22 +240,15 @@ impl Backend for LocalCluster {
             .spawn()
             .map_err(|err| Error::Setup(format!("cannot start {}: {err}", exe.display())))?;
         node.child = Some(child);
-        node.paused = false;
         Ok(())
     }
 
     fn pause(&mut self, id: u64) -> Result<()> {
-        if self.signal(id, "-STOP")? {
-            self.node(id)?.paused = true;
-        }
-        Ok(())
+        self.signal(id, "-STOP")
     }
 
     fn resume(&mut self, id: u64) -> Result<()> {
-        if self.signal(id, "-CONT")? {
-            self.node(id)?.paused = false;
-        }
-        Ok(())
+        self.signal(id, "-CONT")
     }
 
     fn cut(&mut self, cuts: &[Cut]) -> Result<()> {
