@@ -36,6 +36,8 @@ pub struct Settings {
     pub log_kept_behind_snapshot: u64,
     /// Give every node an HTTP port (metrics, health, readiness).
     pub http: bool,
+    /// Every node's `max_clock_skew_ms` (0 turns the clock check off).
+    pub max_clock_skew_ms: u64,
 }
 
 impl Default for Settings {
@@ -44,6 +46,7 @@ impl Default for Settings {
             snapshot_after_entries: 20_000,
             log_kept_behind_snapshot: 2_000,
             http: false,
+            max_clock_skew_ms: NodeConfig::default().max_clock_skew_ms,
         }
     }
 }
@@ -59,6 +62,7 @@ fn base_config(id: u64, addr: SocketAddr, dir: PathBuf, settings: &Settings) -> 
         snapshot_after_entries: settings.snapshot_after_entries,
         log_kept_behind_snapshot: settings.log_kept_behind_snapshot,
         http_listen: settings.http.then(|| SocketAddr::from(([127, 0, 0, 1], 0))),
+        max_clock_skew_ms: settings.max_clock_skew_ms,
         ..NodeConfig::default()
     }
 }
@@ -110,7 +114,31 @@ impl TestCluster {
             cluster.nodes.insert(id, Some(handle));
         }
         cluster.wait_for_leader().await;
+        cluster.wait_registered().await;
         cluster
+    }
+
+    /// Waits until every running node has applied the registration of
+    /// every node's log incarnation (the leader proposes these at once after
+    /// the first election), so tests start from a quiet log.
+    pub async fn wait_registered(&self) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let ids = self.ids();
+            let done = self.nodes.values().flatten().all(|h| {
+                let record = h.node.identity.record();
+                record.cluster_id.is_some()
+                    && ids.iter().all(|id| record.incarnations.contains_key(id))
+            });
+            if done {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the members' incarnations were not registered within {WAIT:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// The ids of every node, running or not.
@@ -181,6 +209,40 @@ impl TestCluster {
         }
     }
 
+    /// The leader as the running nodes among `ids` agree on it, waiting
+    /// until they do (other nodes may not know it: a node the cluster
+    /// refuses never hears from the leader).
+    pub async fn wait_for_leader_among(&self, ids: &[u64]) -> u64 {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let views: Vec<Option<u64>> = ids
+                .iter()
+                .filter(|id| self.is_running(**id))
+                .map(|id| self.node(*id).node.raft.metrics().borrow().current_leader)
+                .collect();
+            if let Some(Some(leader)) = views.first() {
+                if views.iter().all(|v| *v == Some(*leader)) && ids.contains(leader) {
+                    return *leader;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no leader agreed among {ids:?} within {WAIT:?}: {views:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until `done` holds, checking every 50 ms; fails the test with
+    /// `what` after [`WAIT`].
+    pub async fn wait_until(&self, what: &str, mut done: impl FnMut(&Self) -> bool) {
+        let deadline = Instant::now() + WAIT;
+        while !done(self) {
+            assert!(Instant::now() < deadline, "{what}: not within {WAIT:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Stops a node (its servers and Raft), as a crash would stop it serving.
     pub async fn stop(&mut self, id: u64) {
         let handle = self
@@ -200,6 +262,39 @@ impl TestCluster {
             .await
             .expect("node restarts");
         self.nodes.insert(id, Some(handle));
+    }
+
+    /// A node's data dir.
+    pub fn data_dir(&self, id: u64) -> PathBuf {
+        self.configs[&id].data_dir.clone()
+    }
+
+    /// Deletes a stopped node's data dir, as a lost disk would.
+    pub fn wipe(&mut self, id: u64) {
+        assert!(!self.is_running(id), "node {id} is running");
+        std::fs::remove_dir_all(self.data_dir(id)).expect("wipe the data dir");
+    }
+
+    /// Changes a stopped node's configuration for its next start.
+    pub fn reconfigure(&mut self, id: u64, change: impl FnOnce(&mut NodeConfig)) {
+        assert!(!self.is_running(id), "node {id} is running");
+        change(self.configs.get_mut(&id).expect("a known node"));
+    }
+
+    /// Makes node `id` the leader: it starts an election until it wins.
+    pub async fn make_leader(&self, id: u64) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if self.wait_for_leader().await == id {
+                return;
+            }
+            let _ = self.node(id).node.raft.trigger().elect().await;
+            assert!(
+                Instant::now() < deadline,
+                "node {id} did not become leader within {WAIT:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
     }
 
     /// Starts a new, empty node that is not a member yet (no initial cluster).

@@ -60,6 +60,7 @@ async fn exercise_every_rpc(cluster: &TestCluster, via: u64, expect_leader_heade
         max_deliveries: Some(2),
         dead_letter_queue: Some(dlq.clone()),
         visibility_timeout_ms: Some(1_000),
+        retry_backoff_min_ms: Some(0),
         ..Default::default()
     };
     assert!(
@@ -99,13 +100,18 @@ async fn exercise_every_rpc(cluster: &TestCluster, via: u64, expect_leader_heade
         .iter()
         .map(|r| (r.result.clone(), r.duplicate))
         .collect();
+    // Ids are cluster-wide: this queue's first message takes the next one.
+    let Some(pb::enqueue_result::Result::Id(a)) = ids[0].0 else {
+        panic!("the first message was stored: {ids:?}")
+    };
+    let (b, c) = (a + 1, a + 2);
     assert_eq!(
         ids,
         vec![
-            (Some(pb::enqueue_result::Result::Id(1)), false),
-            (Some(pb::enqueue_result::Result::Id(2)), false),
-            (Some(pb::enqueue_result::Result::Id(1)), true),
-            (Some(pb::enqueue_result::Result::Id(3)), false),
+            (Some(pb::enqueue_result::Result::Id(a)), false),
+            (Some(pb::enqueue_result::Result::Id(b)), false),
+            (Some(pb::enqueue_result::Result::Id(a)), true),
+            (Some(pb::enqueue_result::Result::Id(c)), false),
         ]
     );
 
@@ -192,7 +198,8 @@ async fn exercise_every_rpc(cluster: &TestCluster, via: u64, expect_leader_heade
             .iter()
             .map(|m| (m.id, m.delivery_count))
             .collect::<Vec<_>>(),
-        [(2, 2), (3, 1)]
+        [(c, 1), (b, 2)],
+        "the nacked message queues behind the one that was waiting"
     );
 
     println!("phase: dead-letter after max_deliveries, then redrive");
@@ -201,6 +208,7 @@ async fn exercise_every_rpc(cluster: &TestCluster, via: u64, expect_leader_heade
         .receive(pb::ReceiveRequest {
             queue: name.clone(),
             max: 10,
+            visibility_ms: Some(60_000),
             ..Default::default()
         })
         .await
@@ -209,8 +217,8 @@ async fn exercise_every_rpc(cluster: &TestCluster, via: u64, expect_leader_heade
         .messages;
     assert_eq!(
         third.iter().map(|m| m.id).collect::<Vec<_>>(),
-        [3],
-        "message 2 went to the dead-letter queue"
+        [c],
+        "message b went to the dead-letter queue"
     );
     let dead = q
         .receive(pb::ReceiveRequest {
@@ -230,7 +238,7 @@ async fn exercise_every_rpc(cluster: &TestCluster, via: u64, expect_leader_heade
             origin.source_id,
             origin.reason.as_deref()
         ),
-        (name.as_str(), 2, Some("try later"))
+        (name.as_str(), b, Some("try later"))
     );
     q.nack(pb::NackRequest {
         queue: dlq.clone(),
@@ -251,23 +259,43 @@ async fn exercise_every_rpc(cluster: &TestCluster, via: u64, expect_leader_heade
     assert_eq!((redriven.moved, redriven.skipped), (1, 0));
 
     println!("phase: update, purge, delete");
-    q.update_queue(pb::UpdateQueueRequest {
-        name: name.clone(),
-        config: Some(pb::QueueConfig {
-            dead_letter_queue: Some(dlq.clone()),
-            ..Default::default()
-        }),
-    })
-    .await
-    .expect("update");
+    let updated = q
+        .update_queue(pb::UpdateQueueRequest {
+            name: name.clone(),
+            config: Some(pb::QueueConfig {
+                visibility_timeout_ms: Some(2_000),
+                ..Default::default()
+            }),
+            reset: vec!["max_deliveries".into()],
+        })
+        .await
+        .expect("update")
+        .into_inner()
+        .config
+        .expect("the config in force");
+    assert_eq!(updated.visibility_timeout_ms, Some(2_000));
+    assert_eq!(updated.max_deliveries, Some(20), "reset to its default");
+    assert_eq!(updated.dead_letter_queue, Some(dlq.clone()), "kept");
     let purged = q
         .purge(pb::PurgeRequest { name: name.clone() })
         .await
         .expect("purge")
         .into_inner();
     assert_eq!(
-        purged.messages, 2,
-        "message 3 (leased) and the redriven one"
+        purged.messages, 1,
+        "the redriven message; message c is leased and stays"
+    );
+    let acked = q
+        .ack(pb::AckRequest {
+            queue: name.clone(),
+            receipts: vec![third[0].receipt.clone()],
+        })
+        .await
+        .expect("ack after purge")
+        .into_inner();
+    assert_eq!(
+        acked.results[0].error, None,
+        "a purge keeps leased messages"
     );
     assert_eq!(
         q.delete_queue(pb::DeleteQueueRequest { name: name.clone() })

@@ -43,6 +43,7 @@ pub fn queue_json(q: &pb::QueueInfo) -> Value {
         "counters": {
             "enqueued": c.enqueued, "acked": c.acked, "dead_lettered": c.dead_lettered,
             "expired": c.expired, "dropped": c.dropped, "redriven": c.redriven,
+            "released": c.released,
         },
         "dead_letter_source_of": q.dead_letter_source_of,
         "config": q.config.as_ref().map(config_json),
@@ -61,7 +62,7 @@ pub fn queue_line(q: &pb::QueueInfo) -> String {
 pub fn queue_text(q: &pb::QueueInfo) -> String {
     let c = q.counters.unwrap_or_default();
     let mut out = format!(
-        "queue {}\n  ready {}  in-flight {}  delayed {}  bytes {}\n  oldest ready {} ms, oldest lease held {} ms{}\n  enqueued {}  acked {}  dead-lettered {}  expired {}  dropped {}  redriven {}\n",
+        "queue {}\n  ready {}  in-flight {}  delayed {}  bytes {}\n  oldest ready {} ms, oldest lease held {} ms{}\n  enqueued {}  acked {}  dead-lettered {}  expired {}  dropped {}  redriven {}  released {}\n",
         q.name,
         q.ready,
         q.in_flight,
@@ -76,6 +77,7 @@ pub fn queue_text(q: &pb::QueueInfo) -> String {
         c.expired,
         c.dropped,
         c.redriven,
+        c.released,
     );
     if let Some(config) = &q.config {
         out.push_str(&format!("  config {}\n", config_json(config)));
@@ -135,8 +137,17 @@ pub fn status_json(s: &pb::StatusResponse) -> Value {
         "commit_index": s.commit_index,
         "applied_index": s.applied_index,
         "state_digest": format!("{:016x}", s.state_digest),
+        "note": s.note,
+        "cluster_id": s.cluster_id,
+        "incarnation": s.incarnation,
+        "disk": {
+            "free_bytes": s.disk_free_bytes,
+            "min_free_bytes": s.disk_min_free_bytes,
+            "alarm": s.disk_alarm,
+        },
         "members": s.members.iter().map(|m| json!({
             "id": m.id, "addr": m.addr, "role": m.role, "matched_index": m.matched_index, "lag": m.lag,
+            "disk_alarm": m.disk_alarm, "clock_offset_ms": m.clock_offset_ms,
         })).collect::<Vec<_>>(),
     })
 }
@@ -156,9 +167,32 @@ pub fn status_text(s: &pb::StatusResponse) -> String {
         s.last_log_index,
         s.applied_index,
     );
+    if let Some(note) = &s.note {
+        out.insert_str(0, &format!("{note}\n"));
+    }
+    out.insert_str(
+        out.find("  members:").unwrap_or(out.len()),
+        &format!(
+            "  disk {} MiB free (limit {} MiB){}\n",
+            s.disk_free_bytes >> 20,
+            s.disk_min_free_bytes >> 20,
+            if s.disk_alarm {
+                ": ALARM, enqueues refused"
+            } else {
+                ""
+            }
+        ),
+    );
     for m in &s.members {
+        let mut flags = String::new();
+        if m.disk_alarm {
+            flags.push_str("  DISK ALARM");
+        }
+        if m.clock_offset_ms != 0 {
+            flags.push_str(&format!("  clock {:+} ms", m.clock_offset_ms));
+        }
         out.push_str(&format!(
-            "    {:>3}  {:<22} {:<8} matched {:>8}  lag {}\n",
+            "    {:>3}  {:<22} {:<8} matched {:>8}  lag {}{flags}\n",
             m.id, m.addr, m.role, m.matched_index, m.lag
         ));
     }

@@ -30,6 +30,11 @@ const ADD_NODE_WAIT: Duration = Duration::from_secs(150);
 
 /// Largest gRPC message the client accepts or sends.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+/// Most messages the server takes in one enqueue request.
+pub const MAX_ENQUEUE_MESSAGES: usize = 100;
+/// Most bytes of bodies and attributes the server takes in one enqueue
+/// request.
+pub const MAX_ENQUEUE_BYTES: usize = 4 * 1024 * 1024;
 
 /// A message to enqueue.
 #[derive(Clone, Debug, Default)]
@@ -99,6 +104,9 @@ pub struct Enqueued {
 pub struct ReceiveOptions {
     /// Most messages (1 to 100; default 1).
     pub max: u32,
+    /// Most message bytes (bodies and attributes); the server leases at
+    /// least one message whatever its size, and never more than 16 MiB.
+    pub max_bytes: Option<u64>,
     /// Lease length; the queue's visibility timeout when unset.
     pub visibility: Option<Duration>,
     /// Wait up to this long (at most 20 s) when nothing is ready.
@@ -202,21 +210,25 @@ impl Client {
         retry.max_elapsed += expected;
         let mut attempt = 0;
         loop {
-            let (addr, channel) = self.inner.leader.target()?;
+            let (addr, channel) = match self.inner.leader.target().await {
+                Ok(target) => target,
+                Err(error) if error.is_retryable() && started.elapsed() < retry.max_elapsed => {
+                    tracing::debug!(attempt, error = %error, "retrying");
+                    tokio::time::sleep(retry.backoff(attempt)).await;
+                    attempt += 1;
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
             let result = tokio::time::timeout(retry.attempt_timeout, call(channel)).await;
             let error = match result {
                 Ok(Ok(response)) => {
+                    self.inner.leader.answered(&addr);
                     self.inner.leader.observe(response.metadata());
                     return Ok(response.into_inner());
                 }
                 Ok(Err(status)) => {
-                    self.inner.leader.observe(status.metadata());
-                    let hinted = status
-                        .metadata()
-                        .contains_key(raftq_proto::LEADER_ADDR_HEADER);
-                    if status.code() == tonic::Code::Unavailable && !hinted {
-                        self.inner.leader.failed(&addr);
-                    }
+                    self.inner.leader.note_status(&addr, &status);
                     Error::from(status)
                 }
                 Err(_) => {
@@ -259,24 +271,40 @@ impl Client {
         Ok(response.created)
     }
 
-    /// Replaces a queue's config.
+    /// Changes the options of a queue's config that `config` sets, and sets
+    /// those named in `reset` back to their defaults (removing
+    /// `dead_letter_queue`, `message_ttl_ms`, `max_length` or `max_bytes`);
+    /// every other option keeps its value. Returns the whole config now in
+    /// force. Names are the fields of [`pb::QueueConfig`].
     ///
     /// ```no_run
     /// # async fn demo(client: raftq_client::Client) -> raftq_client::Result<()> {
-    /// client.update_queue("jobs", Default::default()).await?;
+    /// use raftq_client::proto::QueueConfig;
+    /// let longer = QueueConfig { visibility_timeout_ms: Some(60_000), ..Default::default() };
+    /// let config = client.update_queue("jobs", longer, &["dead_letter_queue"]).await?;
+    /// assert_eq!(config.dead_letter_queue, None);
     /// # Ok(()) }
     /// ```
-    pub async fn update_queue(&self, name: &str, config: pb::QueueConfig) -> Result<()> {
+    pub async fn update_queue(
+        &self,
+        name: &str,
+        config: pb::QueueConfig,
+        reset: &[&str],
+    ) -> Result<pb::QueueConfig> {
         let request = pb::UpdateQueueRequest {
             name: name.into(),
             config: Some(config),
+            reset: reset.iter().map(|r| r.to_string()).collect(),
         };
-        self.with_retries(|ch| {
-            let request = request.clone();
-            async move { Self::queue_client(ch).update_queue(request).await }
-        })
-        .await?;
-        Ok(())
+        let response = self
+            .with_retries(|ch| {
+                let request = request.clone();
+                async move { Self::queue_client(ch).update_queue(request).await }
+            })
+            .await?;
+        response
+            .config
+            .ok_or_else(|| Error::new(tonic::Code::Internal, "the server sent no config"))
     }
 
     /// Deletes a queue and its messages; returns how many it held.
@@ -338,9 +366,14 @@ impl Client {
             .ok_or_else(|| Error::new(tonic::Code::Internal, "the server sent no queue"))
     }
 
-    /// Enqueues up to 100 messages in one request, retrying safely: each
-    /// message without a dedup id gets one first. Returns one result per
-    /// message; a refused message is an `Err` with the reason.
+    /// Enqueues messages, retrying safely: each message without a dedup id
+    /// gets one first. The messages go in requests of at most
+    /// [`MAX_ENQUEUE_MESSAGES`] messages and [`MAX_ENQUEUE_BYTES`] of bodies
+    /// and attributes (a larger single message goes alone, and the server
+    /// judges it), one after the other, in order. Returns one result per
+    /// message; a refused message is an `Err` with the reason. An error of a
+    /// whole request (after retries) ends the call: the messages of earlier
+    /// requests are stored, the later ones were not sent.
     ///
     /// ```no_run
     /// # async fn demo(client: raftq_client::Client) -> raftq_client::Result<()> {
@@ -349,6 +382,18 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn enqueue(
+        &self,
+        queue: &str,
+        messages: Vec<Message>,
+    ) -> Result<Vec<Result<Enqueued>>> {
+        let mut results = Vec::with_capacity(messages.len());
+        for request in split_requests(messages, MAX_ENQUEUE_MESSAGES, MAX_ENQUEUE_BYTES) {
+            results.extend(self.enqueue_request(queue, request).await?);
+        }
+        Ok(results)
+    }
+
+    async fn enqueue_request(
         &self,
         queue: &str,
         messages: Vec<Message>,
@@ -423,6 +468,7 @@ impl Client {
         let request = pb::ReceiveRequest {
             queue: queue.into(),
             max: options.max.max(1),
+            max_bytes: options.max_bytes,
             visibility_ms: options.visibility.map(|d| d.as_millis() as u64),
             wait_ms: options.wait.as_millis() as u64,
             consumer: options.consumer,
@@ -516,7 +562,33 @@ impl Client {
         Ok(receipt_results(response.results))
     }
 
-    /// Removes every message of a queue; returns how many.
+    /// Gives back leases whose messages never reached the application (one
+    /// result per receipt): each message is ready again at once, in its old
+    /// place, and the lease does not count toward `max_deliveries`. The
+    /// [`crate::Consumer`] does this itself for messages it buffered but
+    /// never handed out; use it for receives whose messages you drop unread.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: raftq_client::Client, receipt: String) -> raftq_client::Result<()> {
+    /// client.release("jobs", vec![receipt]).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn release(&self, queue: &str, receipts: Vec<String>) -> Result<Vec<Result<()>>> {
+        let request = pb::ReleaseRequest {
+            queue: queue.into(),
+            receipts,
+        };
+        let response = self
+            .with_retries(|ch| {
+                let request = request.clone();
+                async move { Self::queue_client(ch).release(request).await }
+            })
+            .await?;
+        Ok(receipt_results(response.results))
+    }
+
+    /// Removes every message of a queue that no consumer holds; returns how
+    /// many. Leased messages stay and can still be acked.
     ///
     /// ```no_run
     /// # async fn demo(client: raftq_client::Client) -> raftq_client::Result<()> {
@@ -638,8 +710,13 @@ impl Client {
     }
 
     /// The current target's channel (for the consumer's stream).
-    pub(crate) fn target(&self) -> Result<(String, Channel)> {
-        self.inner.leader.target()
+    pub(crate) async fn target(&self) -> Result<(String, Channel)> {
+        self.inner.leader.target().await
+    }
+
+    /// Notes the outcome of a call to `addr` that failed with `status`.
+    pub(crate) fn note_status(&self, addr: &str, status: &tonic::Status) {
+        self.inner.leader.note_status(addr, status);
     }
 
     /// Learns the leader from metadata (for the consumer's stream).
@@ -647,15 +724,50 @@ impl Client {
         self.inner.leader.observe(metadata);
     }
 
-    /// Marks an address as failed (for the consumer's stream).
-    pub(crate) fn failed(&self, addr: &str) {
-        self.inner.leader.failed(addr);
-    }
-
     /// The retry policy.
     pub(crate) fn retry_policy(&self) -> RetryPolicy {
         self.inner.retry
     }
+}
+
+/// The bytes a message counts for against a request's byte limit.
+pub(crate) fn message_bytes(message: &Message) -> usize {
+    message.body.len()
+        + message
+            .attributes
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>()
+}
+
+/// Splits items into groups of at most `max` items and `max_bytes` bytes,
+/// in order; an item larger than `max_bytes` goes alone.
+pub(crate) fn split_by<T>(
+    items: Vec<T>,
+    max: usize,
+    max_bytes: usize,
+    bytes: impl Fn(&T) -> usize,
+) -> Vec<Vec<T>> {
+    let mut out = Vec::new();
+    let mut current: Vec<T> = Vec::new();
+    let mut total = 0;
+    for item in items {
+        let size = bytes(&item);
+        if !current.is_empty() && (current.len() >= max || total + size > max_bytes) {
+            out.push(std::mem::take(&mut current));
+            total = 0;
+        }
+        total += size;
+        current.push(item);
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+fn split_requests(messages: Vec<Message>, max: usize, max_bytes: usize) -> Vec<Vec<Message>> {
+    split_by(messages, max, max_bytes, message_bytes)
 }
 
 fn refusal_error(refusal: pb::Refusal) -> Error {
@@ -670,4 +782,35 @@ fn receipt_results(results: Vec<pb::ReceiptResult>) -> Vec<Result<()>> {
             Some(refusal) => Err(refusal_error(refusal)),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_split_by_count_and_by_bytes() {
+        let lines: Vec<Message> = (0..100).map(|_| Message::new(vec![b'x'; 60_000])).collect();
+        let requests = split_requests(lines, MAX_ENQUEUE_MESSAGES, MAX_ENQUEUE_BYTES);
+        assert_eq!(
+            requests.len(),
+            2,
+            "100 lines of 60 KB do not fit one 4 MiB request"
+        );
+        assert!(requests
+            .iter()
+            .all(|r| r.iter().map(message_bytes).sum::<usize>() <= MAX_ENQUEUE_BYTES));
+        let small: Vec<Message> = (0..250).map(|_| Message::new("x")).collect();
+        let requests = split_requests(small, MAX_ENQUEUE_MESSAGES, MAX_ENQUEUE_BYTES);
+        assert_eq!(
+            requests.iter().map(Vec::len).collect::<Vec<_>>(),
+            [100, 100, 50]
+        );
+        let huge = vec![Message::new(vec![0u8; 5 << 20]), Message::new("y")];
+        assert_eq!(
+            split_requests(huge, 100, MAX_ENQUEUE_BYTES).len(),
+            2,
+            "a huge one goes alone"
+        );
+    }
 }

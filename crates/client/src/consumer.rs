@@ -8,6 +8,12 @@
 //! coalesced: those issued together travel in one request. When the stream
 //! breaks (leader change, node loss), the consumer reconnects with backoff;
 //! messages already handed out keep their receipts and can still be acked.
+//!
+//! Only messages handed to the application count as deliveries: when the
+//! consumer is dropped, the messages it received but never handed out (its
+//! prefetch buffer) are released, so they are ready again at once and do not
+//! move toward the dead-letter queue. The server does the same for messages
+//! it leased but could not send down the stream.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -27,6 +33,8 @@ use crate::error::{Error, Result};
 
 /// Most acks coalesced into one request.
 const MAX_ACK_BATCH: usize = 100;
+/// How long releasing unread messages may take when a consumer is dropped.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How a consumer receives.
 #[derive(Clone, Debug)]
@@ -192,6 +200,7 @@ impl Drop for Received {
 pub struct Consumer {
     rx: mpsc::Receiver<Result<Received>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    shared: Arc<Shared>,
 }
 
 impl Consumer {
@@ -229,18 +238,51 @@ impl Consumer {
             tokio::spawn(settle_task(shared.clone(), settle_rx)),
         ];
         if config.auto_extend {
-            tasks.push(tokio::spawn(extend_task(shared)));
+            tasks.push(tokio::spawn(extend_task(shared.clone())));
         }
-        Consumer { rx, tasks }
+        Consumer { rx, tasks, shared }
     }
 }
 
 impl Drop for Consumer {
+    /// Stops the consumer's tasks and releases the messages it received but
+    /// never handed to the application.
     fn drop(&mut self) {
         for task in &self.tasks {
             task.abort();
         }
+        self.rx.close();
+        let mut unread = Vec::new();
+        while let Ok(item) = self.rx.try_recv() {
+            if let Ok(mut received) = item {
+                received.settled = true;
+                unread.push(received.delivery.receipt.clone());
+            }
+        }
+        release_unread(&self.shared, unread);
     }
+}
+
+/// Releases, in the background, leases of messages the application never saw.
+fn release_unread(shared: &Arc<Shared>, receipts: Vec<String>) {
+    if receipts.is_empty() {
+        return;
+    }
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let client = shared.client.clone();
+    let queue = shared.queue.clone();
+    runtime.spawn(async move {
+        for chunk in receipts.chunks(MAX_ACK_BATCH) {
+            let released =
+                tokio::time::timeout(RELEASE_TIMEOUT, client.release(&queue, chunk.to_vec())).await;
+            if !matches!(released, Ok(Ok(_))) {
+                tracing::debug!(%queue, "unread messages not released; their leases run out");
+                return;
+            }
+        }
+    });
 }
 
 impl Stream for Consumer {
@@ -268,7 +310,7 @@ async fn stream_task(
         if out.is_closed() {
             return;
         }
-        let (addr, channel) = match shared.client.target() {
+        let (addr, channel) = match shared.client.target().await {
             Ok(target) => target,
             Err(err) => {
                 let _ = out.send(Err(err)).await;
@@ -331,7 +373,12 @@ async fn stream_task(
                                 shared: shared.clone(),
                                 settled: false,
                             };
-                            if out.send(Ok(received)).await.is_err() {
+                            if let Err(unsent) = out.send(Ok(received)).await {
+                                if let Ok(mut received) = unsent.0 {
+                                    received.settled = true;
+                                    let receipt = received.delivery.receipt.clone();
+                                    release_unread(&shared, vec![receipt]);
+                                }
                                 return;
                             }
                         }
@@ -347,14 +394,7 @@ async fn stream_task(
                 }
             }
             Err(status) => {
-                shared.client.observe(status.metadata());
-                if status.code() == tonic::Code::Unavailable
-                    && !status
-                        .metadata()
-                        .contains_key(raftq_proto::LEADER_ADDR_HEADER)
-                {
-                    shared.client.failed(&addr);
-                }
+                shared.client.note_status(&addr, &status);
                 Error::from(status)
             }
         };

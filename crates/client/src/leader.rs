@@ -3,13 +3,23 @@
 //! The client starts from its seed list. Every answer (and every
 //! `UNAVAILABLE` status) from a follower names the leader in its metadata
 //! (`raftq-leader-addr`); the cache remembers it and sends the next request
-//! there directly. When the leader stops answering, the cache forgets it and
-//! moves on through the seeds.
+//! there directly.
+//!
+//! A node that does not answer must not cost every call its timeout: a
+//! stopped (`SIGSTOP`) or hung node still accepts TCP connections, so a call
+//! to it waits for the whole attempt timeout. So, when the cache knows no
+//! node that has answered, it asks every seed it is not skipping for its
+//! status at once, each with a short deadline ([`PROBE_TIMEOUT`]), and takes
+//! the first that answers (or the leader it names). A node that failed or
+//! timed out is skipped for [`SKIP_FOR`] while others answer.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use futures::future::select_ok;
+use raftq_proto::v1 as pb;
+use raftq_proto::v1::cluster_service_client::ClusterServiceClient;
 use raftq_proto::LEADER_ADDR_HEADER;
 use tonic::metadata::MetadataMap;
 use tonic::transport::{Channel, Endpoint};
@@ -17,7 +27,11 @@ use tonic::transport::{Channel, Endpoint};
 use crate::error::{Error, Result};
 
 /// How long to wait for a TCP connection to a node.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a node has to answer a status probe before the client moves on.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a node that failed or did not answer is skipped.
+pub const SKIP_FOR: Duration = Duration::from_secs(10);
 
 /// The leader as last heard of, the seeds, and one channel per address.
 #[derive(Debug)]
@@ -31,6 +45,27 @@ struct State {
     leader: Option<String>,
     next_seed: usize,
     channels: HashMap<String, Channel>,
+    /// Addresses that answered since they last failed.
+    answered: HashMap<String, bool>,
+    /// Addresses to skip until the instant given.
+    skipped: HashMap<String, Instant>,
+}
+
+impl State {
+    fn channel(&mut self, addr: &str) -> Result<Channel> {
+        if let Some(channel) = self.channels.get(addr) {
+            return Ok(channel.clone());
+        }
+        let channel = endpoint(addr)?.connect_lazy();
+        self.channels.insert(addr.to_string(), channel.clone());
+        Ok(channel)
+    }
+
+    fn is_skipped(&self, addr: &str) -> bool {
+        self.skipped
+            .get(addr)
+            .is_some_and(|until| *until > Instant::now())
+    }
 }
 
 impl LeaderCache {
@@ -56,22 +91,103 @@ impl LeaderCache {
         &self.seeds
     }
 
-    /// The address to try next, and a channel to it.
-    pub fn target(&self) -> Result<(String, Channel)> {
-        let mut state = self
-            .state
-            .lock()
-            .expect("leader cache lock is never poisoned");
-        let addr = match &state.leader {
-            Some(leader) => leader.clone(),
-            None => self.seeds[state.next_seed % self.seeds.len()].clone(),
+    /// The address to try next, and a channel to it: the leader when known,
+    /// else a node known to answer, else the first of the nodes not skipped
+    /// to answer a status probe.
+    pub async fn target(&self) -> Result<(String, Channel)> {
+        let candidates = {
+            let mut state = self.lock();
+            if let Some(leader) = state.leader.clone() {
+                if !state.is_skipped(&leader) {
+                    let channel = state.channel(&leader)?;
+                    return Ok((leader, channel));
+                }
+                state.leader = None;
+            }
+            let start = state.next_seed;
+            let ordered: Vec<String> = (0..self.seeds.len())
+                .map(|i| self.seeds[(start + i) % self.seeds.len()].clone())
+                .collect();
+            if let Some(addr) = ordered
+                .iter()
+                .find(|a| state.answered.get(*a) == Some(&true) && !state.is_skipped(a))
+            {
+                let channel = state.channel(addr)?;
+                return Ok((addr.clone(), channel));
+            }
+            let mut open: Vec<String> = ordered
+                .iter()
+                .filter(|a| !state.is_skipped(a))
+                .cloned()
+                .collect();
+            if open.is_empty() {
+                // Every node is skipped: try them all again.
+                state.skipped.clear();
+                open = ordered;
+            }
+            open.into_iter()
+                .map(|addr| state.channel(&addr).map(|channel| (addr, channel)))
+                .collect::<Result<Vec<_>>>()?
         };
-        if let Some(channel) = state.channels.get(&addr) {
-            return Ok((addr, channel.clone()));
+        self.probe(candidates).await
+    }
+
+    /// Asks every candidate for its status at once; the first to answer
+    /// wins, or the leader it names. Those that fail are skipped for a while.
+    async fn probe(&self, candidates: Vec<(String, Channel)>) -> Result<(String, Channel)> {
+        if let [(addr, channel)] = candidates.as_slice() {
+            // One seed: nothing to choose between, no probe to pay for.
+            return Ok((addr.clone(), channel.clone()));
         }
-        let channel = endpoint(&addr)?.connect_lazy();
-        state.channels.insert(addr.clone(), channel.clone());
-        Ok((addr, channel))
+        let addrs: Vec<String> = candidates.iter().map(|(a, _)| a.clone()).collect();
+        let probes = candidates.into_iter().map(|(addr, channel)| {
+            Box::pin(async move {
+                let mut request = tonic::Request::new(pb::StatusRequest {});
+                request.set_timeout(PROBE_TIMEOUT);
+                let answer = tokio::time::timeout(
+                    PROBE_TIMEOUT,
+                    ClusterServiceClient::new(channel.clone()).status(request),
+                )
+                .await;
+                match answer {
+                    Ok(Ok(status)) => Ok((addr, channel, status.into_inner())),
+                    _ => Err(addr),
+                }
+            })
+        });
+        match select_ok(probes).await {
+            Ok(((addr, channel, status), _)) => {
+                let mut state = self.lock();
+                state.answered.insert(addr.clone(), true);
+                state.skipped.remove(&addr);
+                match status
+                    .leader_addr
+                    .filter(|l| *l != addr && !state.is_skipped(l))
+                {
+                    Some(leader) => {
+                        state.leader = Some(leader.clone());
+                        let channel = state.channel(&leader)?;
+                        Ok((leader, channel))
+                    }
+                    None => Ok((addr, channel)),
+                }
+            }
+            Err(_) => {
+                let mut state = self.lock();
+                let until = Instant::now() + SKIP_FOR;
+                for addr in &addrs {
+                    state.skipped.insert(addr.clone(), until);
+                }
+                Err(Error::new(
+                    tonic::Code::Unavailable,
+                    format!(
+                        "no node of {} answered within {:?}",
+                        addrs.join(","),
+                        PROBE_TIMEOUT
+                    ),
+                ))
+            }
+        }
     }
 
     /// Learns the leader from response or status metadata.
@@ -80,10 +196,7 @@ impl LeaderCache {
             .get(LEADER_ADDR_HEADER)
             .and_then(|v| v.to_str().ok())
         {
-            let mut state = self
-                .state
-                .lock()
-                .expect("leader cache lock is never poisoned");
+            let mut state = self.lock();
             if state.leader.as_deref() != Some(addr) {
                 tracing::debug!(leader = addr, "leader changed");
                 state.leader = Some(addr.to_string());
@@ -91,16 +204,60 @@ impl LeaderCache {
         }
     }
 
-    /// Forgets `addr` as the leader (it failed); the next target is the next seed.
-    pub fn failed(&self, addr: &str) {
-        let mut state = self
-            .state
-            .lock()
-            .expect("leader cache lock is never poisoned");
+    /// Notes that `addr` answered.
+    pub fn answered(&self, addr: &str) {
+        let mut state = self.lock();
+        if state.answered.get(addr) != Some(&true) {
+            state.answered.insert(addr.to_string(), true);
+        }
+        state.skipped.remove(addr);
+    }
+
+    /// Notes a failed call to `addr`: a status the node answered itself
+    /// (it names itself; "no leader here now") moves on to another node, a
+    /// failed or cut connection also skips `addr` for a while.
+    pub fn note_status(&self, addr: &str, status: &tonic::Status) {
+        self.observe(status.metadata());
+        if status.code() != tonic::Code::Unavailable
+            || status.metadata().contains_key(LEADER_ADDR_HEADER)
+        {
+            return;
+        }
+        if status.metadata().contains_key(raftq_proto::NODE_ID_HEADER) {
+            self.rotate(addr);
+        } else {
+            self.failed(addr);
+        }
+    }
+
+    /// `addr` answered but could not serve (no leader known there right
+    /// now): the next target is another node, without skipping this one.
+    pub fn rotate(&self, addr: &str) {
+        let mut state = self.lock();
         if state.leader.as_deref() == Some(addr) {
             state.leader = None;
         }
         state.next_seed = state.next_seed.wrapping_add(1);
+    }
+
+    /// Forgets `addr` as the leader (it failed) and skips it for a while;
+    /// the next target is another node.
+    pub fn failed(&self, addr: &str) {
+        let mut state = self.lock();
+        if state.leader.as_deref() == Some(addr) {
+            state.leader = None;
+        }
+        state.answered.insert(addr.to_string(), false);
+        state
+            .skipped
+            .insert(addr.to_string(), Instant::now() + SKIP_FOR);
+        state.next_seed = state.next_seed.wrapping_add(1);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .expect("leader cache lock is never poisoned")
     }
 }
 

@@ -144,27 +144,9 @@ async fn run(client: Client, config: ProducerConfig, mut rx: mpsc::Receiver<Pend
 /// Splits a queue's messages into requests of at most `max` messages and
 /// `max_bytes` bytes (a single larger message goes alone; the server judges it).
 fn chunks(pending: Vec<Pending>, max: usize, max_bytes: usize) -> Vec<Vec<Pending>> {
-    let mut out = Vec::new();
-    let mut current: Vec<Pending> = Vec::new();
-    let mut bytes = 0;
-    for p in pending {
-        let size = p.message.body.len()
-            + p.message
-                .attributes
-                .iter()
-                .map(|(k, v)| k.len() + v.len())
-                .sum::<usize>();
-        if !current.is_empty() && (current.len() >= max || bytes + size > max_bytes) {
-            out.push(std::mem::take(&mut current));
-            bytes = 0;
-        }
-        bytes += size;
-        current.push(p);
-    }
-    if !current.is_empty() {
-        out.push(current);
-    }
-    out
+    crate::client::split_by(pending, max, max_bytes, |p| {
+        crate::client::message_bytes(&p.message)
+    })
 }
 
 async fn send_batch(client: &Client, queue: &str, batch: Vec<Pending>) {

@@ -57,6 +57,17 @@ pub struct NodeConfig {
     /// Raft entries proposed and not yet committed at once; more requests wait
     /// and are folded into the next entry.
     pub max_inflight_proposals: usize,
+    /// Free bytes the data disk must keep: below it the node is in disk
+    /// alarm and the cluster refuses enqueues. `None`: 1 GiB, or 5 % of a
+    /// smaller filesystem; 0: no alarm.
+    pub min_free_disk_bytes: Option<u64>,
+    /// How far (ms) this node's wall clock may be from its peers' before it
+    /// may not lead (voters refuse it, a leader steps aside). 0: no limit.
+    pub max_clock_skew_ms: u64,
+    /// Shifts this node's wall clock by this many ms: fault injection for
+    /// failover drills and tests (a clock that is wrong), never for use in
+    /// production.
+    pub clock_offset_ms: i64,
 }
 
 impl Default for NodeConfig {
@@ -75,11 +86,18 @@ impl Default for NodeConfig {
             snapshot_after_entries: 20_000,
             log_kept_behind_snapshot: 2_000,
             max_batch_commands: 1_024,
-            max_batch_bytes: 8 * 1024 * 1024,
+            max_batch_bytes: 4 * 1024 * 1024,
             max_inflight_proposals: 4,
+            min_free_disk_bytes: None,
+            max_clock_skew_ms: 2_000,
+            clock_offset_ms: 0,
         }
     }
 }
+
+/// The largest `max_batch_bytes`: a Raft entry must fit an append request
+/// (`network::MAX_APPEND_BYTES`) with room to spare.
+pub const MAX_BATCH_BYTES_LIMIT: usize = 8 * 1024 * 1024;
 
 impl NodeConfig {
     /// The address this node gives to others.
@@ -135,8 +153,17 @@ impl NodeConfig {
                 raftq_storage::queue::MAX_BATCH_COMMANDS
             ));
         }
-        if self.max_batch_bytes < 64 * 1024 {
-            return bad("max_batch_bytes must be at least 65536".into());
+        if !(64 * 1024..=MAX_BATCH_BYTES_LIMIT).contains(&self.max_batch_bytes) {
+            return bad(format!(
+                "max_batch_bytes must be 65536 to {MAX_BATCH_BYTES_LIMIT}, not {}",
+                self.max_batch_bytes
+            ));
+        }
+        if self.max_clock_skew_ms > 0 && self.max_clock_skew_ms < 100 {
+            return bad(format!(
+                "max_clock_skew_ms must be 0 (no limit) or at least 100, not {}",
+                self.max_clock_skew_ms
+            ));
         }
         if self.max_inflight_proposals == 0 || self.max_inflight_proposals > 64 {
             return bad("max_inflight_proposals must be 1 to 64".into());
@@ -216,6 +243,23 @@ pub struct ServeArgs {
     /// Take a snapshot after this many log entries.
     #[arg(long, env = "RAFTQ_SNAPSHOT_AFTER_ENTRIES")]
     pub snapshot_after_entries: Option<u64>,
+    /// Free bytes the data disk must keep; below it the cluster refuses
+    /// enqueues (default: 1 GiB, or 5% of a smaller disk; 0: no alarm).
+    #[arg(long, env = "RAFTQ_MIN_FREE_DISK_BYTES")]
+    pub min_free_disk_bytes: Option<u64>,
+    /// How far (ms) this node's clock may be from its peers' before it may
+    /// not lead (default 2000; 0: no limit).
+    #[arg(long, env = "RAFTQ_MAX_CLOCK_SKEW_MS")]
+    pub max_clock_skew_ms: Option<u64>,
+    /// Shift this node's clock by this many ms (fault injection for drills
+    /// and tests; never in production).
+    #[arg(
+        long,
+        env = "RAFTQ_CLOCK_OFFSET_MS",
+        hide = true,
+        allow_hyphen_values = true
+    )]
+    pub clock_offset_ms: Option<i64>,
     /// TOML file with any of the settings above (snake_case keys).
     #[arg(long, env = "RAFTQ_CONFIG")]
     pub config: Option<PathBuf>,
@@ -240,6 +284,8 @@ struct FileConfig {
     max_batch_commands: Option<usize>,
     max_batch_bytes: Option<usize>,
     max_inflight_proposals: Option<usize>,
+    min_free_disk_bytes: Option<u64>,
+    max_clock_skew_ms: Option<u64>,
 }
 
 impl ServeArgs {
@@ -307,6 +353,12 @@ impl ServeArgs {
             max_inflight_proposals: file
                 .max_inflight_proposals
                 .unwrap_or(defaults.max_inflight_proposals),
+            min_free_disk_bytes: self.min_free_disk_bytes.or(file.min_free_disk_bytes),
+            max_clock_skew_ms: self
+                .max_clock_skew_ms
+                .or(file.max_clock_skew_ms)
+                .unwrap_or(defaults.max_clock_skew_ms),
+            clock_offset_ms: self.clock_offset_ms.unwrap_or(defaults.clock_offset_ms),
         };
         config.validate()?;
         Ok(config)

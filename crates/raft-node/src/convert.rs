@@ -5,14 +5,26 @@
 
 use raftq_proto::v1 as pb;
 use raftq_storage::queue::{
-    DeadLetter, Delivery, NewMessage, Overflow, QueueConfig, QueueName, QueueStats, Receipt,
+    DeadLetter, Delivery, NewMessage, Overflow, QueueConfig, QueueConfigPatch, QueueName,
+    QueueStats, Receipt,
 };
 use raftq_storage::Refusal;
 
 use crate::error::{Error, Result};
 use crate::service::status::refusal_code;
 
-/// A queue config from the wire; unset fields take their defaults.
+fn overflow_from_pb(value: i32) -> Result<Overflow> {
+    match pb::Overflow::try_from(value) {
+        Ok(pb::Overflow::Reject) => Ok(Overflow::Reject),
+        Ok(pb::Overflow::DropOldest) => Ok(Overflow::DropOldest),
+        Err(_) => Err(Error::InvalidArgument(format!(
+            "overflow {value} is not a known policy"
+        ))),
+    }
+}
+
+/// A queue config from the wire; unset fields take their defaults. A
+/// `retry_backoff_min_ms` above the default maximum raises the maximum with it.
 pub fn config_from_pb(config: Option<pb::QueueConfig>) -> Result<QueueConfig> {
     let defaults = QueueConfig::default();
     let Some(c) = config else {
@@ -20,15 +32,7 @@ pub fn config_from_pb(config: Option<pb::QueueConfig>) -> Result<QueueConfig> {
     };
     let overflow = match c.overflow {
         None => defaults.overflow,
-        Some(value) => match pb::Overflow::try_from(value) {
-            Ok(pb::Overflow::Reject) => Overflow::Reject,
-            Ok(pb::Overflow::DropOldest) => Overflow::DropOldest,
-            Err(_) => {
-                return Err(Error::InvalidArgument(format!(
-                    "overflow {value} is not a known policy"
-                )))
-            }
-        },
+        Some(value) => overflow_from_pb(value)?,
     };
     Ok(QueueConfig {
         visibility_timeout_ms: c
@@ -42,10 +46,11 @@ pub fn config_from_pb(config: Option<pb::QueueConfig>) -> Result<QueueConfig> {
         retry_backoff_min_ms: c
             .retry_backoff_min_ms
             .unwrap_or(defaults.retry_backoff_min_ms),
-        retry_backoff_max_ms: c
-            .retry_backoff_max_ms
-            .or(c.retry_backoff_min_ms)
-            .unwrap_or(defaults.retry_backoff_max_ms),
+        retry_backoff_max_ms: c.retry_backoff_max_ms.unwrap_or(
+            defaults
+                .retry_backoff_max_ms
+                .max(c.retry_backoff_min_ms.unwrap_or(0)),
+        ),
         message_ttl_ms: c.message_ttl_ms.or(defaults.message_ttl_ms),
         retention_ms: c.retention_ms.unwrap_or(defaults.retention_ms),
         max_length: c.max_length.or(defaults.max_length),
@@ -56,6 +61,96 @@ pub fn config_from_pb(config: Option<pb::QueueConfig>) -> Result<QueueConfig> {
         max_delay_ms: c.max_delay_ms.unwrap_or(defaults.max_delay_ms),
         dedup_window_ms: c.dedup_window_ms.unwrap_or(defaults.dedup_window_ms),
     })
+}
+
+/// The option names an update may reset, as in `queue.proto`.
+pub const CONFIG_FIELDS: [&str; 14] = [
+    "visibility_timeout_ms",
+    "max_deliveries",
+    "dead_letter_queue",
+    "retry_backoff_min_ms",
+    "retry_backoff_max_ms",
+    "message_ttl_ms",
+    "retention_ms",
+    "max_length",
+    "max_bytes",
+    "overflow",
+    "max_message_bytes",
+    "default_delay_ms",
+    "max_delay_ms",
+    "dedup_window_ms",
+];
+
+/// An update from the wire: the fields set in `config` change; those named
+/// in `reset` go back to their defaults (the optional settings are removed).
+/// An unknown name, or a field both set and reset, is refused by name.
+pub fn patch_from_pb(
+    config: Option<pb::QueueConfig>,
+    reset: &[String],
+) -> Result<QueueConfigPatch> {
+    let c = config.unwrap_or_default();
+    let d = QueueConfig::default();
+    let mut patch = QueueConfigPatch {
+        visibility_timeout_ms: c.visibility_timeout_ms,
+        max_deliveries: c.max_deliveries,
+        dead_letter_queue: c
+            .dead_letter_queue
+            .clone()
+            .map(|q| (!q.is_empty()).then(|| QueueName::new(q))),
+        retry_backoff_min_ms: c.retry_backoff_min_ms,
+        retry_backoff_max_ms: c.retry_backoff_max_ms,
+        message_ttl_ms: c.message_ttl_ms.map(Some),
+        retention_ms: c.retention_ms,
+        max_length: c.max_length.map(Some),
+        max_bytes: c.max_bytes.map(Some),
+        overflow: c.overflow.map(overflow_from_pb).transpose()?,
+        max_message_bytes: c.max_message_bytes,
+        default_delay_ms: c.default_delay_ms,
+        max_delay_ms: c.max_delay_ms,
+        dedup_window_ms: c.dedup_window_ms,
+    };
+    for name in reset {
+        let set = match name.as_str() {
+            "visibility_timeout_ms" => patch
+                .visibility_timeout_ms
+                .replace(d.visibility_timeout_ms)
+                .is_some(),
+            "max_deliveries" => patch.max_deliveries.replace(d.max_deliveries).is_some(),
+            "dead_letter_queue" => patch.dead_letter_queue.replace(None).is_some(),
+            "retry_backoff_min_ms" => patch
+                .retry_backoff_min_ms
+                .replace(d.retry_backoff_min_ms)
+                .is_some(),
+            "retry_backoff_max_ms" => patch
+                .retry_backoff_max_ms
+                .replace(d.retry_backoff_max_ms)
+                .is_some(),
+            "message_ttl_ms" => patch.message_ttl_ms.replace(None).is_some(),
+            "retention_ms" => patch.retention_ms.replace(d.retention_ms).is_some(),
+            "max_length" => patch.max_length.replace(None).is_some(),
+            "max_bytes" => patch.max_bytes.replace(None).is_some(),
+            "overflow" => patch.overflow.replace(d.overflow).is_some(),
+            "max_message_bytes" => patch
+                .max_message_bytes
+                .replace(d.max_message_bytes)
+                .is_some(),
+            "default_delay_ms" => patch.default_delay_ms.replace(d.default_delay_ms).is_some(),
+            "max_delay_ms" => patch.max_delay_ms.replace(d.max_delay_ms).is_some(),
+            "dedup_window_ms" => patch.dedup_window_ms.replace(d.dedup_window_ms).is_some(),
+            other => {
+                return Err(Error::InvalidArgument(format!(
+                    "reset names {other:?}, which is not a queue option; the options are {}",
+                    CONFIG_FIELDS.join(", ")
+                )))
+            }
+        };
+        if set {
+            return Err(Error::InvalidArgument(format!(
+                "{name} is both set and reset in one update: do one or the other"
+            )));
+        }
+    }
+    Ok(patch)
 }
 
 /// A queue config for the wire, every field set.
@@ -101,6 +196,7 @@ pub fn info_to_pb(stats: QueueStats) -> pb::QueueInfo {
             expired: c.expired,
             dropped: c.dropped,
             redriven: c.redriven,
+            released: c.released,
         }),
         dead_letter_source_of: stats.dead_letter_source_of,
     }

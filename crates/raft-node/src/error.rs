@@ -25,6 +25,9 @@ pub enum Error {
     /// A request over a size limit; the text names the limit.
     #[error("too large: {0}")]
     TooLarge(String),
+    /// A data disk is below its free-space limit: enqueues are refused.
+    #[error("disk alarm: {0}")]
+    DiskAlarm(String),
     /// No leader or no quorum now; retry.
     #[error("unavailable: {0}; retry")]
     Unavailable(String),

@@ -27,10 +27,13 @@
 //! first start, [`metrics`] and [`service::http`] expose the node.
 
 pub mod bootstrap;
+pub mod clock;
 pub mod config;
 pub mod convert;
+pub mod disk;
 pub mod error;
 pub mod forward;
+pub mod identity;
 pub mod metrics;
 pub mod network;
 pub mod node;

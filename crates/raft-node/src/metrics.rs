@@ -28,6 +28,8 @@ pub struct Metrics {
     log_flushed_appends: IntGauge,
     log_flush_micros: IntGauge,
     log_bytes: IntGauge,
+    disk: IntGaugeVec,
+    clock_offset: IntGaugeVec,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
@@ -130,6 +132,25 @@ impl Metrics {
                 IntGauge::new("raftq_log_flush_micros", "Total time spent flushing the Raft log, microseconds").expect("valid metric"),
             ),
             log_bytes: register(r, IntGauge::new("raftq_log_bytes", "Raft log size on disk").expect("valid metric")),
+            disk: register(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "raftq_disk",
+                        "The data disk: free_bytes, min_free_bytes (the alarm's limit), total_bytes, alarm (1 while below the limit: enqueues are refused)",
+                    ),
+                    &["field"],
+                )
+                .expect("valid metric"),
+            ),
+            clock_offset: register(
+                r,
+                IntGaugeVec::new(
+                    Opts::new("raftq_clock_offset_ms", "A peer's wall clock minus this node's, ms, measured from Raft messages"),
+                    &["peer"],
+                )
+                .expect("valid metric"),
+            ),
             registry,
         }
     }
@@ -155,7 +176,7 @@ impl Metrics {
     }
 
     fn refresh(&self, node: &crate::node::Node) {
-        let now = crate::node::now();
+        let now = node.clock.now();
         self.queue_messages.reset();
         self.queue_bytes.reset();
         self.queue_age.reset();
@@ -220,6 +241,21 @@ impl Metrics {
             .set(stats.flush_micros.load(Relaxed) as i64);
         if let Ok(bytes) = node.log_size() {
             self.log_bytes.set(bytes as i64);
+        }
+        let disk = node.disk.state();
+        for (field, value) in [
+            ("free_bytes", disk.free_bytes),
+            ("min_free_bytes", disk.min_free_bytes),
+            ("total_bytes", disk.total_bytes),
+            ("alarm", u64::from(disk.alarm)),
+        ] {
+            self.disk.with_label_values(&[field]).set(value as i64);
+        }
+        self.clock_offset.reset();
+        for (peer, offset) in node.clock.peer_offsets() {
+            self.clock_offset
+                .with_label_values(&[&peer.to_string()])
+                .set(offset);
         }
     }
 }

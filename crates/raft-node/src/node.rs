@@ -1,8 +1,16 @@
 //! One node: opens its stores, starts openraft, the proposer, the gRPC and
-//! HTTP servers and the ticker, and stops them all on shutdown.
+//! HTTP servers, the ticker and the disk monitor, and stops them all on
+//! shutdown.
 //!
 //! [`Node::start`] is the one entry point: `raftq serve` and the tests both
 //! call it (tests through [`Node::start_on`] with a listener bound to port 0).
+//!
+//! A node whose storage fails (a full disk, an I/O error, a log the leader
+//! would overwrite below what this node applied) does not linger: openraft
+//! stops with a fatal error, [`NodeHandle::wait`] returns it at once, and
+//! `raftq serve` exits non-zero without waiting for the stores to close (a
+//! full disk can make closing them hang), so a supervisor restarts it or an
+//! operator looks.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -14,18 +22,20 @@ use raftq_proto::internal::raft_service_server::RaftServiceServer;
 use raftq_proto::v1::cluster_service_server::ClusterServiceServer;
 use raftq_proto::v1::queue_service_server::QueueServiceServer;
 use raftq_storage::log_store::LogStats;
-use raftq_storage::queue::Timestamp;
 use raftq_storage::state_machine::StateReader;
 use raftq_storage::{LogStore, NodeId, StateMachine, TypeConfig};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::clock::Clock;
 use crate::config::NodeConfig;
+use crate::disk::DiskMonitor;
 use crate::error::{Error, Result};
 use crate::forward::Forwarder;
+use crate::identity::{Identity, Standing};
 use crate::metrics::Metrics;
-use crate::network::{Channels, Network, MAX_GRPC_MESSAGE_BYTES};
+use crate::network::{Channels, Network, PeerContext, MAX_GRPC_MESSAGE_BYTES};
 use crate::propose::{BatchLimits, Proposer};
 use crate::service::{cluster::ClusterApi, queue::QueueApi, raft::RaftServer};
 
@@ -38,14 +48,6 @@ pub const LOG_KEPT_BEHIND_SNAPSHOT: u64 = 2_000;
 pub const MAX_ENTRIES_PER_APPEND: u64 = 256;
 /// How long a client request may wait for its entry to commit.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The leader's clock, in ms since the Unix epoch, for stamping commands.
-pub fn now() -> Timestamp {
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    Timestamp(ms)
-}
 
 /// A running node's parts, shared by its services.
 pub struct Node {
@@ -65,6 +67,12 @@ pub struct Node {
     pub metrics: Metrics,
     /// The log flusher's counters.
     pub log_stats: Arc<LogStats>,
+    /// The clock commands are stamped with, and the peers' offsets.
+    pub clock: Arc<Clock>,
+    /// Cluster id, incarnations, and whether this node takes part.
+    pub identity: Arc<Identity>,
+    /// The data disk's free space and the alarms peers report.
+    pub disk: Arc<DiskMonitor>,
     /// Held across a membership change: this node makes one at a time.
     pub membership_change: tokio::sync::Mutex<()>,
     log: LogStore,
@@ -102,7 +110,22 @@ impl Node {
         let log = LogStore::open(&config.data_dir.join("log"))?;
         let state_machine = StateMachine::open(&config.data_dir.join("sm"))?;
         let state = state_machine.reader();
+        check_log_covers_applied(&log, &state)?;
+        log.guard_applied(state_machine.applied_index());
         let log_stats = log.stats();
+        let clock = Arc::new(Clock::new(config.clock_offset_ms, config.max_clock_skew_ms));
+        let identity = Arc::new(Identity::new(config.id, log.incarnation()));
+        let disk = Arc::new(DiskMonitor::new(
+            config.id,
+            &config.data_dir,
+            config.min_free_disk_bytes,
+        ));
+        observe_state(&state, &clock, &identity);
+        let context = PeerContext {
+            identity: identity.clone(),
+            clock: clock.clone(),
+            disk: disk.clone(),
+        };
         let raft_config = openraft::Config {
             cluster_name: "raftq".into(),
             heartbeat_interval: config.heartbeat_ms,
@@ -121,7 +144,7 @@ impl Node {
         let raft = Raft::new(
             config.id,
             Arc::new(raft_config),
-            Network::new(config.id, channels.clone()),
+            Network::new(config.id, channels.clone(), context.clone()),
             log.clone(),
             state_machine,
         )
@@ -136,7 +159,7 @@ impl Node {
             max_inflight: config.max_inflight_proposals,
             stale_leader_ms: config.election_timeout_max_ms,
         };
-        let proposer = Proposer::start(raft.clone(), limits, metrics.clone());
+        let proposer = Proposer::start(raft.clone(), limits, metrics.clone(), clock.clone());
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let node = Arc::new(Node {
             id: config.id,
@@ -148,12 +171,15 @@ impl Node {
             proposer,
             metrics,
             log_stats,
+            clock,
+            identity,
+            disk,
             log,
             shutdown: shutdown_rx,
         });
 
         let mut tasks = Vec::new();
-        tasks.push(tokio::spawn(serve_grpc(node.clone(), listener)));
+        tasks.push(tokio::spawn(serve_grpc(node.clone(), listener, context)));
         let http_addr = match node.config.http_listen {
             Some(addr) => {
                 let http = TcpListener::bind(addr).await.map_err(|err| {
@@ -169,6 +195,12 @@ impl Node {
             None => None,
         };
         tasks.push(tokio::spawn(crate::ticker::run(node.clone())));
+        tasks.push(tokio::spawn(watch_state(node.clone())));
+        tasks.push(tokio::spawn(watch_standing(node.clone())));
+        let disk_node = node.clone();
+        tasks.push(tokio::spawn(async move {
+            disk_node.disk.run(disk_node.shutdown_signal()).await
+        }));
         let external = shutdown_tx.clone();
         tokio::spawn(async move {
             shutdown.await;
@@ -193,9 +225,69 @@ impl Node {
     pub fn log_size(&self) -> Result<u64> {
         Ok(self.log.size_on_disk()?)
     }
+
+    /// Refuses a request on a node that takes no part in the cluster (it was
+    /// removed, or the cluster refuses its log), saying why.
+    pub fn check_standing(&self) -> Result<()> {
+        match self.identity.standing() {
+            Standing::Member => Ok(()),
+            Standing::Removed(why) | Standing::Refused(why) => Err(Error::Unavailable(format!(
+                "node {} takes no part in the cluster ({why}); use another node",
+                self.id
+            ))),
+        }
+    }
 }
 
-async fn serve_grpc(node: Arc<Node>, listener: TcpListener) {
+/// Refuses to start on a data dir whose log ends before what its state has
+/// applied: the log was lost or damaged, and openraft would misbehave on it.
+fn check_log_covers_applied(log: &LogStore, state: &StateReader) -> Result<()> {
+    let applied = state.read().last_applied.map_or(0, |id| id.index);
+    let last = log.last_index()?;
+    if applied > last {
+        return Err(Error::Internal(format!(
+            "the Raft log ends at index {last} but the state has applied up to {applied}: the              log was lost or damaged. This data dir cannot serve; remove the node from the              cluster and add it back with an empty data dir"
+        )));
+    }
+    Ok(())
+}
+
+/// Carries what applies change into the clock and the identity checks.
+fn observe_state(state: &StateReader, clock: &Clock, identity: &Identity) {
+    let state = state.read();
+    clock.observe_state(state.queues.clock());
+    identity.observe_record(state.queues.cluster());
+}
+
+/// After every apply: the state's clock and cluster record.
+async fn watch_state(node: Arc<Node>) {
+    let mut applied = node.state.subscribe();
+    let mut shutdown = node.shutdown_signal();
+    loop {
+        tokio::select! {
+            changed = applied.changed() => if changed.is_err() { return },
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        observe_state(&node.state, &node.clock, &node.identity);
+    }
+}
+
+/// A node the cluster refuses stops campaigning; one that takes part again
+/// campaigns again.
+async fn watch_standing(node: Arc<Node>) {
+    let mut standing = node.identity.subscribe();
+    let mut shutdown = node.shutdown_signal();
+    loop {
+        let member = *standing.borrow_and_update() == Standing::Member;
+        node.raft.runtime_config().elect(member);
+        tokio::select! {
+            changed = standing.changed() => if changed.is_err() { return },
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+    }
+}
+
+async fn serve_grpc(node: Arc<Node>, listener: TcpListener, context: PeerContext) {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<QueueServiceServer<QueueApi>>()
@@ -208,7 +300,7 @@ async fn serve_grpc(node: Arc<Node>, listener: TcpListener) {
     let result = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(
-            RaftServiceServer::new(RaftServer::new(node.id, node.raft.clone()))
+            RaftServiceServer::new(RaftServer::new(node.id, node.raft.clone(), context))
                 .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES),
         )
@@ -255,29 +347,36 @@ impl NodeHandle {
     }
 
     /// Waits until the node has been told to stop (its shutdown future
-    /// completed), then stops it. Returns an error when Raft stopped on its
-    /// own first (a storage failure): the process should exit non-zero, so a
-    /// supervisor restarts it or an operator looks.
+    /// completed), then stops it cleanly. Returns an error at once when Raft
+    /// stopped on its own first (a storage failure): the servers are told to
+    /// stop, but the stores are not closed (a full disk can make that hang);
+    /// the process should exit non-zero right away, so a supervisor restarts
+    /// it or an operator looks.
     pub async fn wait(self) -> Result<()> {
         let mut signal = self.node.shutdown_signal();
         let mut metrics = self.node.raft.metrics();
         let fatal = loop {
             let running = metrics.borrow_and_update().running_state.clone();
             if let Err(fatal) = running {
-                break Some(fatal);
+                break Some(fatal.to_string());
             }
             tokio::select! {
                 _ = signal.wait_for(|stop| *stop) => break None,
-                changed = metrics.changed() => if changed.is_err() { break None },
+                changed = metrics.changed() => if changed.is_err() {
+                    break Some("raft stopped without saying why".to_string());
+                },
             }
         };
-        if let Some(fatal) = &fatal {
-            tracing::error!(node_id = self.node.id, error = %fatal, "raft stopped: shutting the node down");
-        }
-        self.shutdown().await;
         match fatal {
-            Some(fatal) => Err(Error::Internal(format!("raft stopped: {fatal}"))),
-            None => Ok(()),
+            Some(fatal) => {
+                tracing::error!(node_id = self.node.id, error = %fatal, "raft stopped: this node cannot go on");
+                let _ = self.shutdown_tx.send(true);
+                Err(Error::Internal(format!("raft stopped: {fatal}")))
+            }
+            None => {
+                self.shutdown().await;
+                Ok(())
+            }
         }
     }
 

@@ -8,8 +8,16 @@
 //! `max_inflight_proposals` entries are being committed, new requests wait and
 //! ride the next entry together. Each caller gets its own response back.
 //!
+//! A batch never exceeds `max_batch_bytes` unless one command alone does: a
+//! request that would take it over waits for the next batch. Raft entries
+//! are thus bounded, and so are the append requests that carry them.
+//!
 //! The queue of waiting requests is bounded ([`PROPOSAL_QUEUE_CAPACITY`]);
 //! callers wait for room when it is full, which pushes back on clients.
+//!
+//! Nothing is proposed while this node's clock is too far from its voters'
+//! for it to lead ([`crate::clock`]): every request is refused with
+//! `UNAVAILABLE` so clients find the next leader.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +28,7 @@ use raftq_storage::command::{Command, Response};
 use raftq_storage::{NodeId, TypeConfig};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
+use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 
@@ -73,9 +82,14 @@ pub struct Proposer {
 
 impl Proposer {
     /// Starts the batching task.
-    pub fn start(raft: Raft<TypeConfig>, limits: BatchLimits, metrics: Metrics) -> Self {
+    pub fn start(
+        raft: Raft<TypeConfig>,
+        limits: BatchLimits,
+        metrics: Metrics,
+        clock: Arc<Clock>,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(PROPOSAL_QUEUE_CAPACITY);
-        tokio::spawn(run(raft, rx, limits, metrics));
+        tokio::spawn(run(raft, rx, limits, metrics, clock));
         Proposer { tx }
     }
 
@@ -103,9 +117,18 @@ async fn run(
     mut rx: mpsc::Receiver<Proposal>,
     limits: BatchLimits,
     metrics: Metrics,
+    clock: Arc<Clock>,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_inflight));
-    while let Some(first) = rx.recv().await {
+    let mut carried: Option<Proposal> = None;
+    loop {
+        let first = match carried.take() {
+            Some(first) => first,
+            None => match rx.recv().await {
+                Some(first) => first,
+                None => return,
+            },
+        };
         // Wait for a slot first: what arrives meanwhile joins this batch.
         let slot = slots
             .clone()
@@ -114,8 +137,12 @@ async fn run(
             .expect("the semaphore is never closed");
         let mut bytes = first.weight;
         let mut batch = vec![first];
-        while batch.len() < limits.max_commands && bytes < limits.max_bytes {
+        while batch.len() < limits.max_commands {
             match rx.try_recv() {
+                Ok(next) if bytes + next.weight > limits.max_bytes => {
+                    carried = Some(next);
+                    break;
+                }
                 Ok(next) => {
                     bytes += next.weight;
                     batch.push(next);
@@ -124,7 +151,12 @@ async fn run(
             }
         }
         metrics.proposal_batch_commands.observe(batch.len() as f64);
-        if let Some(why) = cut_off(&raft, limits.stale_leader_ms) {
+        let refusal = clock
+            .check_leading()
+            .err()
+            .map(|err| err.to_string())
+            .or_else(|| cut_off(&raft, limits.stale_leader_ms));
+        if let Some(why) = refusal {
             for proposal in batch {
                 let _ = proposal.reply.send(Err(Error::Unavailable(format!(
                     "{why}; nothing was written, retry: another node may lead"

@@ -9,6 +9,7 @@
 //! empty anyway (another consumer was faster, or the message waits behind its
 //! group's head) waits at least [`EMPTY_RECEIVE_PAUSE`] before trying again.
 
+use std::future::Future;
 use std::time::Duration;
 
 use raftq_storage::command::{Command, Response};
@@ -16,7 +17,7 @@ use raftq_storage::queue::{Delivery, QueueName};
 use tokio::time::Instant;
 
 use crate::error::{Error, Result};
-use crate::node::{now, Node, REQUEST_TIMEOUT};
+use crate::node::{Node, REQUEST_TIMEOUT};
 
 /// The longest a receive may wait (SQS's limit).
 pub const MAX_WAIT: Duration = Duration::from_secs(20);
@@ -32,37 +33,64 @@ pub struct ReceiveSpec {
     pub max: u32,
     /// Lease length; the queue's default when absent.
     pub visibility_ms: Option<u64>,
+    /// Most message bytes; the state machine's limit when absent.
+    pub max_bytes: Option<u64>,
     /// Who receives.
     pub consumer: String,
 }
 
-/// Proposes one receive (a Raft write) and returns what it leased.
+/// Proposes one receive (a Raft write) and returns what it leased. Messages
+/// the receive dropped for reaching `max_deliveries` without a dead-letter
+/// queue are logged here, on the leader, one line each.
 pub async fn receive_now(node: &Node, spec: &ReceiveSpec) -> Result<Vec<Delivery>> {
     let command = Command::Receive {
         queue: spec.queue.clone(),
         max: spec.max,
         visibility_ms: spec.visibility_ms,
+        max_bytes: spec.max_bytes,
         consumer: spec.consumer.clone(),
-        now: now(),
+        now: node.clock.stamp()?,
     };
     let response = tokio::time::timeout(REQUEST_TIMEOUT, node.proposer.propose(command))
         .await
         .map_err(|_| Error::Timeout("the receive did not commit in time".into()))??;
     match response {
-        Response::Received { deliveries, .. } => Ok(deliveries),
+        Response::Received {
+            deliveries,
+            dropped,
+            ..
+        } => {
+            for (id, deliveries) in dropped {
+                tracing::warn!(
+                    queue = %spec.queue,
+                    message = id.0,
+                    deliveries,
+                    "message dropped after max_deliveries: the queue has no dead-letter queue"
+                );
+            }
+            Ok(deliveries)
+        }
         Response::Refused(refusal) => Err(refusal.into()),
         other => Err(Error::Internal(format!("receive answered {other:?}"))),
     }
 }
 
 /// Receives, waiting up to `wait` (capped at [`MAX_WAIT`]) for a message.
-pub async fn receive(node: &Node, spec: &ReceiveSpec, wait: Duration) -> Result<Vec<Delivery>> {
+/// While it waits (never while a receive is being proposed, so no lease is
+/// left behind unseen), `cancel` completing ends it with nothing.
+pub async fn receive(
+    node: &Node,
+    spec: &ReceiveSpec,
+    wait: Duration,
+    cancel: impl Future<Output = ()>,
+) -> Result<Vec<Delivery>> {
     let deadline = Instant::now() + wait.min(MAX_WAIT);
     let mut applied = node.state.subscribe();
     let mut shutdown = node.shutdown_signal();
+    let mut cancel = std::pin::pin!(cancel);
     loop {
         applied.borrow_and_update();
-        let now = now();
+        let now = node.clock.now();
         let next = {
             let state = node.state.read();
             state.queues.lookup(&spec.queue)?.next_visible_at(now)
@@ -88,6 +116,7 @@ pub async fn receive(node: &Node, spec: &ReceiveSpec, wait: Duration) -> Result<
             tokio::select! {
                 _ = tokio::time::sleep_until(pause.min(deadline)) => {}
                 _ = shutdown.wait_for(|stop| *stop) => return Ok(Vec::new()),
+                _ = &mut cancel => return Ok(Vec::new()),
             }
         }
         tokio::select! {
@@ -98,6 +127,7 @@ pub async fn receive(node: &Node, spec: &ReceiveSpec, wait: Duration) -> Result<
             }
             _ = tokio::time::sleep_until(wake) => {}
             _ = shutdown.wait_for(|stop| *stop) => return Ok(Vec::new()),
+            _ = &mut cancel => return Ok(Vec::new()),
         }
     }
 }

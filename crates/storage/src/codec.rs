@@ -19,7 +19,13 @@ use serde::{de::DeserializeOwned, Serialize};
 use crate::error::{Error, Result};
 
 /// The record format this release writes, and the newest it reads.
-pub const FORMAT_VERSION: u8 = 1;
+///
+/// History: 1, the first cut; 2, cluster-wide message ids, the cluster
+/// identity record, released leases, partial queue updates and byte-bounded
+/// receives (pre-release: format 1 is refused, not converted).
+pub const FORMAT_VERSION: u8 = 2;
+/// The oldest record format this release reads.
+pub const OLDEST_READABLE_VERSION: u8 = 2;
 
 /// Length of the header of a checked record: version byte and CRC-32.
 const CHECKED_HEADER: usize = 5;
@@ -79,6 +85,13 @@ pub fn decode_checked<T: DeserializeOwned>(what: &dyn Fn() -> String, bytes: &[u
 }
 
 fn check_version(what: &dyn Fn() -> String, version: u8) -> Result<()> {
+    if (1..OLDEST_READABLE_VERSION).contains(&version) {
+        return Err(Error::OldVersion {
+            what: what(),
+            version,
+            oldest: OLDEST_READABLE_VERSION,
+        });
+    }
     if version == 0 || version > FORMAT_VERSION {
         return Err(Error::UnknownVersion {
             what: what(),
@@ -120,6 +133,15 @@ mod tests {
             let err = decode_checked::<(u64, String)>(&name, &bytes[..len]).expect_err("must fail");
             assert!(matches!(err, Error::Corrupt { .. }), "len {len}: {err}");
         }
+    }
+
+    #[test]
+    fn an_older_unreadable_version_is_refused_with_what_to_do() {
+        let mut bytes = encode(&1u32).expect("encode");
+        bytes[0] = 1;
+        let err = decode::<u32>(&name, &bytes).expect_err("must fail");
+        assert!(matches!(err, Error::OldVersion { version: 1, .. }), "{err}");
+        assert!(err.to_string().contains("empty data dir"), "{err}");
     }
 
     #[test]

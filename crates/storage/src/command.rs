@@ -13,7 +13,10 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Refusal;
-use crate::queue::{Delivery, MessageId, NewMessage, QueueConfig, QueueName, Receipt, Timestamp};
+use crate::queue::{
+    Delivery, MessageId, NewMessage, QueueConfig, QueueConfigPatch, QueueName, Receipt, Timestamp,
+};
+use crate::types::NodeId;
 
 /// A change to the queues; one Raft log entry.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,22 +30,24 @@ pub enum Command {
         /// The leader's clock.
         now: Timestamp,
     },
-    /// Replaces a queue's configuration.
+    /// Changes the options of a queue's configuration that the patch sets.
     UpdateQueue {
         /// The queue.
         name: QueueName,
-        /// The new configuration.
-        config: QueueConfig,
+        /// What changes.
+        patch: QueueConfigPatch,
     },
     /// Deletes a queue and its messages.
     DeleteQueue {
         /// The queue.
         name: QueueName,
     },
-    /// Removes all messages of a queue.
+    /// Removes the messages of a queue that no consumer holds.
     Purge {
         /// The queue.
         name: QueueName,
+        /// The leader's clock (which leases are still held).
+        now: Timestamp,
     },
     /// Appends messages; each gets the queue's next id.
     Enqueue {
@@ -61,6 +66,11 @@ pub enum Command {
         max: u32,
         /// Lease length; the queue's visibility timeout when absent.
         visibility_ms: Option<u64>,
+        /// Most message bytes (bodies and attributes) to lease, so the
+        /// answer fits a response; at least one message is leased whatever
+        /// its size. At most (and when absent)
+        /// [`crate::queue::MAX_RECEIVE_BYTES`].
+        max_bytes: Option<u64>,
         /// Who receives, for stats.
         consumer: String,
         /// The leader's clock.
@@ -96,6 +106,27 @@ pub enum Command {
         visibility_ms: u64,
         /// The leader's clock.
         now: Timestamp,
+    },
+    /// Ends each matching lease now without counting it as a delivery: the
+    /// consumer never got the message (a consume stream could not send it,
+    /// a client closed before handing it to the application). The message is
+    /// ready again at once, in its old place.
+    Release {
+        /// The queue.
+        queue: QueueName,
+        /// The receipts.
+        receipts: Vec<Receipt>,
+    },
+    /// Records a member's incarnation (the identity of its log) and, with
+    /// the first registration, the cluster id; see [`crate::cluster`].
+    RegisterNode {
+        /// The member.
+        node: NodeId,
+        /// Its log's incarnation.
+        incarnation: u64,
+        /// The cluster id the leader holds or, for the first registration,
+        /// chose.
+        cluster_id: u64,
     },
     /// Housekeeping: drop expired messages, forget lapsed dedup ids.
     Tick {
@@ -135,6 +166,7 @@ impl Command {
             queue: QueueName::new(queue),
             max,
             visibility_ms: None,
+            max_bytes: None,
             consumer: String::new(),
             now: Timestamp(now),
         }
@@ -165,7 +197,7 @@ impl fmt::Display for Command {
             Command::CreateQueue { name, now, .. } => write!(f, "create {name} @{}", now.0),
             Command::UpdateQueue { name, .. } => write!(f, "update {name}"),
             Command::DeleteQueue { name } => write!(f, "delete {name}"),
-            Command::Purge { name } => write!(f, "purge {name}"),
+            Command::Purge { name, now } => write!(f, "purge {name} @{}", now.0),
             Command::Enqueue {
                 queue,
                 messages,
@@ -193,6 +225,12 @@ impl fmt::Display for Command {
             } => {
                 write!(f, "extend {queue} x{} @{}", receipts.len(), now.0)
             }
+            Command::Release { queue, receipts } => {
+                write!(f, "release {queue} x{}", receipts.len())
+            }
+            Command::RegisterNode {
+                node, incarnation, ..
+            } => write!(f, "register node {node} incarnation {incarnation:016x}"),
             Command::Tick { now } => write!(f, "tick @{}", now.0),
             Command::Redrive { dlq, max, now } => write!(f, "redrive {dlq} max={max} @{}", now.0),
             Command::Batch(commands) => write!(f, "batch x{}", commands.len()),
@@ -221,8 +259,11 @@ pub enum Response {
         /// False when it already existed with the same config.
         created: bool,
     },
-    /// A queue's config was replaced.
-    QueueUpdated,
+    /// A queue's config was changed; the config now in force.
+    QueueUpdated {
+        /// The whole config after the change.
+        config: QueueConfig,
+    },
     /// A queue was deleted.
     QueueDeleted {
         /// How many messages it held.
@@ -235,12 +276,16 @@ pub enum Response {
     },
     /// One result per message, in order.
     Enqueued(Vec<Result<Enqueued, Refusal>>),
-    /// The messages leased, in id order.
+    /// The messages leased, in the order they became ready.
     Received {
         /// The leased messages.
         deliveries: Vec<Delivery>,
-        /// Messages moved to the dead-letter queue (or dropped) on the way.
+        /// Messages moved to the dead-letter queue on the way.
         dead_lettered: u64,
+        /// Messages dropped on the way because they reached
+        /// `max_deliveries` and the queue has no dead-letter queue: each id
+        /// with its delivery count, for the node's log.
+        dropped: Vec<(MessageId, u32)>,
         /// Expired messages dropped on the way.
         expired: u64,
     },
@@ -250,6 +295,10 @@ pub enum Response {
     Nacked(Vec<Result<(), Refusal>>),
     /// One result per receipt: the new deadline.
     Extended(Vec<Result<Timestamp, Refusal>>),
+    /// One result per receipt.
+    Released(Vec<Result<(), Refusal>>),
+    /// A member's incarnation is recorded.
+    NodeRegistered,
     /// A tick's work.
     Ticked {
         /// Messages dropped past their expiry.

@@ -41,6 +41,38 @@ pub enum Error {
         /// The newest version this release reads.
         supported: u8,
     },
+    /// A record was written by an earlier development release whose format
+    /// this one no longer reads.
+    #[error("record at {what} has format version {version}, written by an earlier release; this release reads versions {oldest} and later. Drain the node's queues with the release that wrote them, then start this release on an empty data dir")]
+    OldVersion {
+        /// Which record.
+        what: String,
+        /// The version byte found.
+        version: u8,
+        /// The oldest version this release reads.
+        oldest: u8,
+    },
+    /// A write would overwrite log entries this node has already applied:
+    /// the cluster has lost entries that this node acknowledged (another
+    /// node lost its data and came back under its old id, or a backup was
+    /// restored). Continuing would make this replica diverge.
+    #[error("the log would lose entry {index} and later, but this node has applied up to {applied}: the cluster lost acknowledged entries; stopping instead of diverging")]
+    LogBelowApplied {
+        /// The first entry the write would remove.
+        index: u64,
+        /// This node's applied index.
+        applied: u64,
+    },
+}
+
+impl Error {
+    /// Whether this is a record written by a release this one cannot read.
+    pub fn is_version(&self) -> bool {
+        matches!(
+            self,
+            Error::UnknownVersion { .. } | Error::OldVersion { .. }
+        )
+    }
 }
 
 /// Results of this crate's fallible, non-deterministic operations.

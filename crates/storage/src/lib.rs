@@ -16,6 +16,7 @@
 //! only as the `now` the leader stamped on the command, so every replica that
 //! applies the same log reaches the same state.
 
+pub mod cluster;
 pub mod codec;
 pub mod command;
 pub mod error;

@@ -12,7 +12,20 @@
 //!   returns;
 //! - every entry is a checked record ([`crate::codec::encode_checked`]): a torn
 //!   or corrupted entry is reported as a storage error when read, never
-//!   applied.
+//!   applied;
+//! - a failed flush (a full disk, an I/O error) fails every append from then
+//!   on: after a failed fsync the file's state is unknown, so the node must
+//!   stop rather than carry on;
+//! - a truncation that would remove entries this node has already applied is
+//!   refused as a storage error ([`Error::LogBelowApplied`]): committed
+//!   entries are never overwritten in Raft, so such a request means the
+//!   cluster lost acknowledged data, and this replica stops rather than
+//!   diverge.
+//!
+//! The log also holds this node's *incarnation*: a random number chosen when
+//! the log is created, so the cluster can tell a node that lost its data
+//! from the one it knew under the same id ([`crate::cluster`]). It lives in
+//! the log's own database, so it is lost exactly when the log is.
 //!
 //! Group commit: `append` writes its entries into sled's buffers and hands the
 //! callback to the flusher thread. The flusher takes every callback that is
@@ -24,8 +37,8 @@
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{AnyError, ErrorSubject, ErrorVerb, OptionalSend, StorageIOError, Vote};
@@ -51,6 +64,7 @@ const LOG_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 const VOTE: &[u8] = b"vote";
 const COMMITTED: &[u8] = b"committed";
 const LAST_PURGED: &[u8] = b"last_purged";
+const INCARNATION: &[u8] = b"incarnation";
 
 /// Counters of the flusher, for metrics and benchmarks.
 #[derive(Debug, Default)]
@@ -72,6 +86,11 @@ struct Inner {
     flush_tx: Option<mpsc::Sender<LogFlushed<TypeConfig>>>,
     flusher: Option<std::thread::JoinHandle<()>>,
     stats: Arc<LogStats>,
+    /// Set when a flush failed: every later append fails too.
+    failed: Arc<AtomicBool>,
+    /// The state machine's applied index, once wired: no truncation below it.
+    applied: OnceLock<Arc<AtomicU64>>,
+    incarnation: u64,
 }
 
 impl Drop for Inner {
@@ -108,12 +127,15 @@ impl LogStore {
         let log = db.open_tree("log")?;
         let meta = db.open_tree("meta")?;
         let stats = Arc::new(LogStats::default());
+        let failed = Arc::new(AtomicBool::new(false));
+        let incarnation = load_or_create_incarnation(&meta, &disk)?;
         let (flush_tx, flush_rx) = mpsc::channel(FLUSH_QUEUE_CAPACITY);
         let flusher_disk = disk.clone();
         let flusher_stats = stats.clone();
+        let flusher_failed = failed.clone();
         let flusher = std::thread::Builder::new()
             .name("raftq-log-flush".into())
-            .spawn(move || flusher(flusher_disk, flush_rx, flusher_stats))?;
+            .spawn(move || flusher(flusher_disk, flush_rx, flusher_stats, flusher_failed))?;
         let store = LogStore {
             inner: Arc::new(Inner {
                 db,
@@ -123,6 +145,9 @@ impl LogStore {
                 flush_tx: Some(flush_tx),
                 flusher: Some(flusher),
                 stats,
+                failed,
+                applied: OnceLock::new(),
+                incarnation,
             }),
         };
         store.remove_purged_leftovers()?;
@@ -133,6 +158,32 @@ impl LogStore {
     /// The flusher's counters.
     pub fn stats(&self) -> Arc<LogStats> {
         self.inner.stats.clone()
+    }
+
+    /// This log's incarnation: random, chosen when the log was created, never
+    /// 0. A node that lost its data dir comes back with another one.
+    pub fn incarnation(&self) -> u64 {
+        self.inner.incarnation
+    }
+
+    /// Refuses, from now on, any truncation at or below the index `applied`
+    /// holds (the state machine's applied index). Call once, at start.
+    pub fn guard_applied(&self, applied: Arc<AtomicU64>) {
+        let _ = self.inner.applied.set(applied);
+    }
+
+    /// Whether a flush has failed (the store then refuses every append).
+    pub fn has_failed(&self) -> bool {
+        self.inner.failed.load(Ordering::Relaxed)
+    }
+
+    /// The last log index, or 0 for an empty log (purged entries count).
+    pub fn last_index(&self) -> Result<u64> {
+        let purged = self.read_meta::<LogId>(LAST_PURGED)?;
+        Ok(self
+            .last_log_id()?
+            .or(purged)
+            .map_or(0, |log_id| log_id.index))
     }
 
     /// Bytes the log database occupies on disk.
@@ -267,17 +318,41 @@ pub(crate) fn open_sled(config: sled::Config) -> Result<sled::Db> {
     }
 }
 
-/// The flusher thread: one flush for every append waiting, then completes them.
+/// Reads this log's incarnation, choosing one when the log has none (a new
+/// log). The choice is flushed before the log is used.
+fn load_or_create_incarnation(meta: &sled::Tree, disk: &DiskSync) -> Result<u64> {
+    let what = || "log meta incarnation".to_string();
+    if let Some(bytes) = meta.get(INCARNATION)? {
+        return codec::decode_checked(&what, &bytes);
+    }
+    let incarnation = crate::cluster::random_id();
+    meta.insert(INCARNATION, codec::encode_checked(&incarnation)?)?;
+    disk.flush()?;
+    tracing::info!(incarnation = %format!("{incarnation:016x}"), "new log: chose this node's incarnation");
+    Ok(incarnation)
+}
+
+/// The flusher thread: one flush for every append waiting, then completes
+/// them. After a failed flush it fails every append, without flushing again.
 fn flusher(
     disk: Arc<DiskSync>,
     mut rx: mpsc::Receiver<LogFlushed<TypeConfig>>,
     stats: Arc<LogStats>,
+    failed: Arc<AtomicBool>,
 ) {
     let mut waiting = Vec::new();
     while let Some(first) = rx.blocking_recv() {
         waiting.push(first);
         while let Ok(next) = rx.try_recv() {
             waiting.push(next);
+        }
+        if failed.load(Ordering::Relaxed) {
+            for callback in waiting.drain(..) {
+                callback.log_io_completed(Err(std::io::Error::other(
+                    "an earlier log flush failed; this node must restart",
+                )));
+            }
+            continue;
         }
         let started = std::time::Instant::now();
         let result = disk.flush();
@@ -295,7 +370,8 @@ fn flusher(
                 }
             }
             Err(err) => {
-                tracing::error!(error = %err, "log flush failed");
+                failed.store(true, Ordering::Relaxed);
+                tracing::error!(error = %err, "log flush failed: this node stops");
                 for callback in waiting.drain(..) {
                     callback.log_io_completed(Err(std::io::Error::other(err.to_string())));
                 }
@@ -407,6 +483,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
             Ok(())
         };
+        if self.has_failed() {
+            let err = Error::Io(std::io::Error::other(
+                "an earlier log flush failed; this node must restart",
+            ));
+            return Err(storage_error(ErrorSubject::Logs, ErrorVerb::Write, &err));
+        }
         write().map_err(|err| storage_error(ErrorSubject::Logs, ErrorVerb::Write, &err))?;
         let flush_tx = self.inner.flush_tx.as_ref().expect("set until drop");
         flush_tx.send(callback).await.map_err(|_| {
@@ -417,6 +499,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate(&mut self, log_id: LogId) -> std::result::Result<(), StorageError> {
         let result = async {
+            if let Some(applied) = self.inner.applied.get() {
+                let applied = applied.load(Ordering::SeqCst);
+                if applied > 0 && log_id.index <= applied {
+                    tracing::error!(
+                        index = log_id.index,
+                        applied,
+                        "the leader asks to overwrite entries this node applied: the cluster lost acknowledged entries"
+                    );
+                    return Err(Error::LogBelowApplied {
+                        index: log_id.index,
+                        applied,
+                    });
+                }
+            }
             self.remove_range(log_id.index..)?;
             self.sync().await?;
             Ok::<_, Error>(())

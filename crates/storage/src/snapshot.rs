@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec;
 use crate::error::{Error, Result};
-use crate::queue::{DedupEntry, Message, QueueMeta, QueueName, Queues, Timestamp};
+use crate::queue::{DedupEntry, Globals, Message, QueueMeta, QueueName, Queues};
 use crate::types::{LogId, SnapshotMeta, StoredMembership};
 
 /// Largest frame a snapshot reader accepts: a message of the largest allowed
@@ -39,8 +39,8 @@ pub enum SnapshotRecord {
     Header {
         /// openraft's snapshot metadata.
         meta: SnapshotMeta,
-        /// The state machine clock.
-        clock: Timestamp,
+        /// The clock, id counter and cluster record.
+        globals: Globals,
     },
     /// A queue; its messages and dedup entries follow.
     Queue(QueueMeta),
@@ -66,7 +66,7 @@ pub enum SnapshotRecord {
 enum SnapshotRecordRef<'a> {
     Header {
         meta: &'a SnapshotMeta,
-        clock: Timestamp,
+        globals: &'a Globals,
     },
     Queue(&'a QueueMeta),
     Message(&'a Message),
@@ -103,11 +103,12 @@ pub fn write(path: &Path, meta: &SnapshotMeta, queues: &Queues) -> Result<u64> {
         records += 1;
         Ok(())
     };
+    let globals = queues.globals();
     frame(
         &mut out,
         &SnapshotRecordRef::Header {
             meta,
-            clock: queues.clock(),
+            globals: &globals,
         },
     )?;
     for queue in queues.iter() {
@@ -174,12 +175,12 @@ pub fn read(
             }
             SnapshotRecord::Header {
                 meta: header,
-                clock,
+                globals,
             } if records == 0 => {
                 meta = Some(header.clone());
                 visit(SnapshotRecord::Header {
                     meta: header,
-                    clock,
+                    globals,
                 })?;
             }
             SnapshotRecord::Header { .. } => {
@@ -247,11 +248,11 @@ impl Loader {
         &mut self,
         last_applied: Option<LogId>,
         membership: StoredMembership,
-        clock: Timestamp,
+        globals: Globals,
     ) {
         self.state.last_applied = last_applied;
         self.state.membership = membership;
-        self.state.queues.load_clock(clock);
+        self.state.queues.load_globals(globals);
     }
 
     /// Adds a queue; messages and dedup entries that follow belong to it.
@@ -289,8 +290,8 @@ impl Loader {
             why: "a message or dedup entry before any queue".into(),
         };
         match record {
-            SnapshotRecord::Header { meta, clock } => {
-                self.applied(meta.last_log_id, meta.last_membership, clock);
+            SnapshotRecord::Header { meta, globals } => {
+                self.applied(meta.last_log_id, meta.last_membership, globals);
                 Ok(())
             }
             SnapshotRecord::Queue(meta) => {

@@ -36,7 +36,7 @@ use crate::command::Response;
 use crate::error::{Error, Result};
 use crate::fsync::DiskSync;
 use crate::keys::Key;
-use crate::queue::{Queues, Record, Timestamp};
+use crate::queue::{Globals, Queues, Record};
 use crate::snapshot::{self, LoadedState, Loader};
 use crate::types::{
     Entry, LogId, NodeId, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
@@ -59,7 +59,7 @@ const CURRENT_SNAPSHOT: &str = "current.snap";
 struct AppliedRecord {
     last_applied: Option<LogId>,
     membership: StoredMembership,
-    clock: Timestamp,
+    globals: Globals,
 }
 
 /// The applied state, shared between the state machine (which writes it) and
@@ -175,6 +175,8 @@ pub struct StateMachine {
     state: Arc<RwLock<AppliedState>>,
     snapshots: Arc<SnapshotStore>,
     applied_tx: watch::Sender<u64>,
+    /// The last applied index, for the log store's truncation guard.
+    applied_index: Arc<AtomicU64>,
 }
 
 impl StateMachine {
@@ -202,7 +204,8 @@ impl StateMachine {
         let tree = db.open_tree(&active)?;
         let state = load_tree(&tree)?;
         let snapshots = SnapshotStore::open(dir.join("snapshots"))?;
-        let (applied_tx, _) = watch::channel(state.last_applied.map_or(0, |id| id.index));
+        let index = state.last_applied.map_or(0, |id| id.index);
+        let (applied_tx, _) = watch::channel(index);
         Ok(StateMachine {
             db,
             disk,
@@ -210,7 +213,20 @@ impl StateMachine {
             state: Arc::new(RwLock::new(state.into())),
             snapshots: Arc::new(snapshots),
             applied_tx,
+            applied_index: Arc::new(AtomicU64::new(index)),
         })
+    }
+
+    /// The last applied index, kept current after every apply and install:
+    /// the log store refuses to truncate at or below it
+    /// ([`crate::LogStore::guard_applied`]).
+    pub fn applied_index(&self) -> Arc<AtomicU64> {
+        self.applied_index.clone()
+    }
+
+    fn publish_applied(&self, index: u64) {
+        self.applied_index.store(index, Ordering::SeqCst);
+        self.applied_tx.send_replace(index);
     }
 
     /// A read handle on the applied state.
@@ -242,6 +258,8 @@ impl StateMachine {
                     EntryPayload::Blank => Response::None,
                     EntryPayload::Normal(command) => state.queues.apply(command),
                     EntryPayload::Membership(membership) => {
+                        let members = membership.nodes().map(|(id, _)| *id).collect();
+                        state.queues.retain_members(&members);
                         state.membership = StoredMembership::new(Some(entry.log_id), membership);
                         Response::None
                     }
@@ -271,7 +289,7 @@ impl StateMachine {
             let applied = AppliedRecord {
                 last_applied: state.last_applied,
                 membership: state.membership.clone(),
-                clock: state.queues.clock(),
+                globals: state.queues.globals(),
             };
             batch.insert(Key::Applied.encode(), codec::encode(&applied)?);
         }
@@ -281,7 +299,7 @@ impl StateMachine {
             .read()
             .expect("state lock is never poisoned")
             .last_applied;
-        self.applied_tx.send_replace(last.map_or(0, |id| id.index));
+        self.publish_applied(last.map_or(0, |id| id.index));
         Ok(responses)
     }
 
@@ -338,7 +356,7 @@ impl StateMachine {
         let applied = AppliedRecord {
             last_applied: loaded.last_applied,
             membership: loaded.membership.clone(),
-            clock: loaded.queues.clock(),
+            globals: loaded.queues.globals(),
         };
         batch.insert(Key::Applied.encode(), codec::encode(&applied)?);
         tree.apply_batch(batch)?;
@@ -350,7 +368,7 @@ impl StateMachine {
         let old = std::mem::replace(&mut self.tree, tree);
         let index = loaded.last_applied.map_or(0, |id| id.index);
         *self.state.write().expect("state lock is never poisoned") = loaded.into();
-        self.applied_tx.send_replace(index);
+        self.publish_applied(index);
         self.db.drop_tree(old.name())?;
         Ok(())
     }
@@ -373,7 +391,7 @@ fn load_tree(tree: &sled::Tree) -> Result<LoadedState> {
         match &key {
             Key::Applied => {
                 let applied: AppliedRecord = codec::decode(&what, &value)?;
-                loader.applied(applied.last_applied, applied.membership, applied.clock);
+                loader.applied(applied.last_applied, applied.membership, applied.globals);
             }
             Key::Queue(_) => loader.queue(codec::decode(&what, &value)?),
             Key::Message(queue, _) => loader.message(queue, codec::decode(&what, &value)?)?,

@@ -44,6 +44,7 @@ fn command_at(index: u64, receipts: &mut Vec<Receipt>) -> Command {
             queue: QueueName::new("jobs"),
             max: 5,
             visibility_ms: Some(1_000),
+            max_bytes: None,
             consumer: "child".into(),
             now: Timestamp(now),
         },
@@ -297,6 +298,7 @@ fn big_state(sm: &mut StateMachine, messages: u64) -> u64 {
             queue: QueueName::new("orders"),
             max: 100,
             visibility_ms: Some(30_000),
+            max_bytes: None,
             consumer: "snap".into(),
             now: Timestamp(now + 10_000),
         }));

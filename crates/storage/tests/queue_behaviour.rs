@@ -4,7 +4,8 @@
 use bytes::Bytes;
 use raftq_storage::command::{Command, Enqueued, Response};
 use raftq_storage::queue::{
-    Delivery, MessageId, NewMessage, Overflow, QueueConfig, QueueName, Queues, Receipt, Timestamp,
+    Delivery, MessageId, NewMessage, Overflow, QueueConfig, QueueConfigPatch, QueueName, Queues,
+    Receipt, Timestamp, MAX_RECEIVE_BYTES,
 };
 use raftq_storage::Refusal;
 
@@ -74,6 +75,7 @@ impl Story {
             queue: QueueName::new(queue),
             max,
             visibility_ms,
+            max_bytes: None,
             consumer: "worker-1".into(),
             now: Timestamp(self.now),
         }) {
@@ -136,6 +138,26 @@ impl Story {
         }
     }
 
+    fn release(&mut self, queue: &str, receipt: Receipt) -> Result<(), Refusal> {
+        match self.apply(Command::Release {
+            queue: QueueName::new(queue),
+            receipts: vec![receipt],
+        }) {
+            Response::Released(results) => results[0].clone(),
+            other => panic!("expected Released, got {other:?}"),
+        }
+    }
+
+    fn purge(&mut self, queue: &str) -> u64 {
+        match self.apply(Command::Purge {
+            name: QueueName::new(queue),
+            now: Timestamp(self.now),
+        }) {
+            Response::Purged { messages } => messages,
+            other => panic!("expected Purged, got {other:?}"),
+        }
+    }
+
     fn refused(&mut self, command: Command) -> Refusal {
         let before = self.queues.digest();
         let response = self.apply(command);
@@ -153,8 +175,14 @@ impl Story {
     }
 }
 
+/// The defaults without the retry backoff, so that the stories below about
+/// other behaviours see a message again as soon as its lease ends; the
+/// backoff has stories of its own.
 fn config() -> QueueConfig {
-    QueueConfig::default()
+    QueueConfig {
+        retry_backoff_min_ms: 0,
+        ..QueueConfig::default()
+    }
 }
 
 #[test]
@@ -162,11 +190,35 @@ fn enqueued_messages_get_increasing_ids_that_are_never_reused_even_after_a_purge
     let mut s = Story::with_queue("q", config());
     assert_eq!(s.enqueue("q", "a"), MessageId(1));
     assert_eq!(s.enqueue("q", "b"), MessageId(2));
-    assert_eq!(
-        s.apply(Command::Purge { name: "q".into() }),
-        Response::Purged { messages: 2 }
-    );
+    assert_eq!(s.purge("q"), 2);
     assert_eq!(s.enqueue("q", "c"), MessageId(3));
+}
+
+#[test]
+fn a_queue_created_again_under_its_old_name_never_reuses_ids_and_refuses_old_receipts() {
+    // The field case: worker A holds a lease of the old queue's message 1;
+    // the queue is deleted and created again, and gets a new message.
+    let mut s = Story::with_queue("jobs", config());
+    assert_eq!(s.enqueue("jobs", "old-work"), MessageId(1));
+    let held_by_a = s.receive_with("jobs", 1, Some(600 * SECOND)).remove(0);
+    s.apply(Command::DeleteQueue {
+        name: "jobs".into(),
+    });
+    s.create("jobs", config());
+    let new_id = s.enqueue("jobs", "new-work");
+    assert!(new_id > MessageId(1), "ids are never reused: got {new_id}");
+    let held_by_b = s.receive("jobs", 1).remove(0);
+    assert_ne!(held_by_b.receipt, held_by_a.receipt);
+    assert_eq!(
+        s.ack("jobs", held_by_a.receipt),
+        Err(Refusal::ReceiptUnknown(1)),
+        "A's late ack names the old queue's message"
+    );
+    assert_eq!(s.stats("jobs").in_flight, 1, "new-work survives");
+    assert_eq!(s.nack("jobs", held_by_b.receipt, None, None), Ok(()));
+    // Ids are cluster-wide: another queue's ids never meet these either.
+    s.create("other", config());
+    assert!(s.enqueue("other", "x") > new_id);
 }
 
 #[test]
@@ -286,17 +338,22 @@ fn extend_keeps_a_message_leased_past_its_original_deadline() {
 fn nack_releases_at_once_or_after_its_delay() {
     let mut s = Story::with_queue("q", config());
     s.enqueue("q", "a");
+    s.advance(1);
     s.enqueue("q", "b");
     let a = s.receive("q", 1).remove(0);
+    s.advance(1);
     assert_eq!(s.nack("q", a.receipt, None, Some("db down")), Ok(()));
-    let again = s.receive("q", 1).remove(0);
+    let again = s.receive("q", 2);
     assert_eq!(
-        (again.id, again.delivery_count),
-        (MessageId(1), 2),
-        "back in its place by id"
+        Story::bodies(&again),
+        ["b", "a"],
+        "a redelivery queues behind the message that was waiting"
     );
+    assert_eq!(again[1].delivery_count, 2);
+    s.ack("q", again[0].receipt).expect("ack b");
+    let again = again[1].clone();
     assert_eq!(s.nack("q", again.receipt, Some(10 * SECOND), None), Ok(()));
-    assert_eq!(Story::bodies(&s.receive("q", 5)), ["b"]);
+    assert!(s.receive("q", 5).is_empty(), "not before its delay");
     s.advance(10 * SECOND);
     assert_eq!(Story::bodies(&s.receive("q", 5)), ["a"]);
     assert_eq!(
@@ -377,9 +434,61 @@ fn without_a_dead_letter_queue_a_message_past_max_deliveries_is_dropped_and_coun
     s.enqueue("q", "a");
     s.receive("q", 1);
     s.advance(30 * SECOND);
-    assert!(s.receive("q", 1).is_empty());
+    let response = s.apply(Command::receive("q", 1, s.now));
+    assert!(
+        matches!(&response, Response::Received { deliveries, dropped, dead_lettered: 0, .. }
+            if deliveries.is_empty() && dropped == &[(MessageId(1), 1)]),
+        "the response names the dropped message for the node's log: {response:?}"
+    );
     let stats = s.stats("q");
-    assert_eq!((stats.ready, stats.counters.dead_lettered), (0, 1));
+    assert_eq!(
+        (
+            stats.ready,
+            stats.counters.dropped,
+            stats.counters.dead_lettered
+        ),
+        (0, 1, 0),
+        "counted as dropped: no dead-letter queue received it"
+    );
+}
+
+#[test]
+fn by_default_a_failing_message_backs_off_and_does_not_starve_the_messages_behind_it() {
+    let mut s = Story::with_queue("q", QueueConfig::default());
+    s.enqueue("q", "poison");
+    s.advance(1);
+    for i in 0..5 {
+        s.enqueue("q", &format!("work-{i}"));
+    }
+    let poison = s.receive("q", 1).remove(0);
+    assert_eq!(Story::bodies(std::slice::from_ref(&poison)), ["poison"]);
+    s.nack("q", poison.receipt, None, Some("cannot parse"))
+        .expect("nack");
+    // The retry backoff holds it back at first ...
+    let next = s.receive("q", 10);
+    assert_eq!(next.len(), 5, "the other messages go first");
+    for d in &next {
+        s.ack("q", d.receipt).expect("ack");
+    }
+    assert!(s.receive("q", 1).is_empty(), "the poison message backs off");
+    // ... and its delivery limit takes minutes of retries, not a second.
+    let mut deliveries = 1;
+    let started = s.now;
+    loop {
+        s.advance(SECOND);
+        let got = s.receive("q", 1);
+        let Some(d) = got.first() else {
+            if s.stats("q").counters.dropped == 1 {
+                break;
+            }
+            continue;
+        };
+        deliveries += 1;
+        s.nack("q", d.receipt, None, None).expect("nack");
+    }
+    assert_eq!(deliveries, QueueConfig::default().max_deliveries);
+    let minutes = (s.now - started) / 60_000;
+    assert!(minutes >= 10, "20 deliveries took only {minutes} minutes");
 }
 
 #[test]
@@ -428,7 +537,10 @@ fn redrive_moves_dead_letters_back_to_their_source_queue_as_new_messages() {
     );
     let back = s.receive("q", 10);
     assert_eq!(Story::bodies(&back), ["a", "b"]);
-    assert_eq!(back[0].id, MessageId(3), "new ids in the source queue");
+    assert!(
+        back[0].id > MessageId(4),
+        "new ids, after those the dead letters had"
+    );
     assert!(back
         .iter()
         .all(|d| d.delivery_count == 1 && d.dead_letter.is_none()));
@@ -593,6 +705,17 @@ fn messages_past_their_ttl_are_dropped_by_tick_and_never_delivered() {
             now: Timestamp(s.now)
         }),
         Response::Ticked {
+            expired: 0,
+            dedup_trimmed: 0
+        },
+        "b is past its TTL but leased: it expires when its lease ends"
+    );
+    s.advance(25 * SECOND);
+    assert_eq!(
+        s.apply(Command::Tick {
+            now: Timestamp(s.now)
+        }),
+        Response::Ticked {
             expired: 1,
             dedup_trimmed: 0
         }
@@ -605,6 +728,74 @@ fn messages_past_their_ttl_are_dropped_by_tick_and_never_delivered() {
         ),
         (0, 2)
     );
+}
+
+#[test]
+fn a_leased_group_head_past_its_ttl_expires_only_when_its_lease_ends() {
+    // The field case: TTL 5 s, lease 1 min; `one` and `two` in group g.
+    let mut s = Story::with_queue(
+        "short",
+        QueueConfig {
+            message_ttl_ms: Some(5 * SECOND),
+            visibility_timeout_ms: 60 * SECOND,
+            ..config()
+        },
+    );
+    let grouped = |body: &str| NewMessage {
+        group: Some("g".into()),
+        ..NewMessage::new(body.to_string())
+    };
+    s.enqueue_messages("short", vec![grouped("one")]);
+    s.advance(3 * SECOND);
+    s.enqueue_messages("short", vec![grouped("two")]);
+    let one = s.receive("short", 10).remove(0);
+    s.advance(3 * SECOND);
+    s.apply(Command::Tick {
+        now: Timestamp(s.now),
+    });
+    assert!(
+        s.receive("short", 10).is_empty(),
+        "two stays behind its group's head while one is held"
+    );
+    assert_eq!(
+        s.ack("short", one.receipt),
+        Ok(()),
+        "the holder can ack one"
+    );
+    assert_eq!(Story::bodies(&s.receive("short", 10)), ["two"]);
+}
+
+#[test]
+fn a_delay_that_reaches_the_message_ttl_is_refused_naming_the_limit() {
+    let mut s = Story::with_queue(
+        "q",
+        QueueConfig {
+            message_ttl_ms: Some(5 * SECOND),
+            ..config()
+        },
+    );
+    let delayed = |ms: u64| NewMessage {
+        delay_ms: Some(ms),
+        ..NewMessage::new("x")
+    };
+    let results = s.enqueue_messages("q", vec![delayed(5 * SECOND), delayed(4 * SECOND)]);
+    assert!(
+        matches!(&results[0], Err(Refusal::InvalidArgument(why)) if why.contains("message_ttl_ms 5000")),
+        "{results:?}"
+    );
+    assert!(results[1].is_ok());
+    let refusal = s.refused(Command::CreateQueue {
+        name: "r".into(),
+        config: QueueConfig {
+            message_ttl_ms: Some(5 * SECOND),
+            default_delay_ms: 6 * SECOND,
+            ..config()
+        },
+        now: Timestamp(s.now),
+    });
+    assert!(refusal.to_string().contains("message_ttl_ms"), "{refusal}");
+    let d = s.receive("q", 1);
+    assert!(d.is_empty());
 }
 
 #[test]
@@ -789,10 +980,22 @@ fn every_kind_of_bad_input_is_refused_by_name_and_changes_nothing() {
                 queue: "q".into(),
                 max: 1,
                 visibility_ms: Some(10),
+                max_bytes: None,
                 consumer: String::new(),
                 now: Timestamp(s.now),
             },
             "visibility_ms",
+        ),
+        (
+            Command::Receive {
+                queue: "q".into(),
+                max: 1,
+                visibility_ms: None,
+                max_bytes: Some(0),
+                consumer: String::new(),
+                now: Timestamp(s.now),
+            },
+            "max_bytes",
         ),
         (Command::ack("q", []), "receipts"),
         (
@@ -831,9 +1034,26 @@ fn every_kind_of_bad_input_is_refused_by_name_and_changes_nothing() {
         (
             Command::UpdateQueue {
                 name: "nope".into(),
-                config: config(),
+                patch: QueueConfigPatch::default(),
             },
             "does not exist",
+        ),
+        (
+            Command::UpdateQueue {
+                name: "q".into(),
+                patch: QueueConfigPatch {
+                    dead_letter_queue: Some(Some("missing".into())),
+                    ..QueueConfigPatch::default()
+                },
+            },
+            "dead_letter_queue \"missing\" does not exist",
+        ),
+        (
+            Command::Release {
+                queue: "q".into(),
+                receipts: vec![],
+            },
+            "receipts",
         ),
         (
             Command::Redrive {
@@ -894,7 +1114,11 @@ fn creating_a_queue_again_with_the_same_config_is_a_no_op() {
     let mut s = Story::with_queue("q", config());
     s.enqueue("q", "a");
     assert_eq!(
-        s.apply(Command::create("q", s.now)),
+        s.apply(Command::CreateQueue {
+            name: "q".into(),
+            config: config(),
+            now: Timestamp(s.now)
+        }),
         Response::QueueCreated { created: false }
     );
     assert_eq!(s.stats("q").ready, 1);
@@ -941,4 +1165,226 @@ fn a_batch_applies_its_commands_in_order_with_one_response_each() {
     assert!(
         matches!(&responses[2], Response::Received { deliveries, .. } if deliveries.len() == 1)
     );
+}
+
+#[test]
+fn a_receive_leases_no_more_bytes_than_its_budget_but_always_one_message() {
+    let mut s = Story::with_queue(
+        "big",
+        QueueConfig {
+            max_message_bytes: 4 * 1024 * 1024,
+            ..config()
+        },
+    );
+    let body = "x".repeat(1_000_000);
+    for _ in 0..70 {
+        s.enqueue("big", &body);
+    }
+    // The field case: 70 messages of 1,000,000 bytes, one receive of 100.
+    let first = s.receive("big", 100);
+    let bytes: usize = first.iter().map(|d| d.body.len()).sum();
+    assert!(bytes as u64 <= MAX_RECEIVE_BYTES, "{bytes} bytes leased");
+    assert_eq!(first.len() as u64, MAX_RECEIVE_BYTES / 1_000_000);
+    assert_eq!(
+        s.stats("big").in_flight,
+        first.len() as u64,
+        "only what the answer carries is leased"
+    );
+    let mut received = first.len();
+    while received < 70 {
+        let more = s.receive("big", 100);
+        assert!(!more.is_empty());
+        received += more.len();
+    }
+    // A budget smaller than one message still leases one.
+    s.enqueue("big", &"y".repeat(4 * 1024 * 1024));
+    let one = match s.apply(Command::Receive {
+        queue: "big".into(),
+        max: 100,
+        visibility_ms: None,
+        max_bytes: Some(1),
+        consumer: String::new(),
+        now: Timestamp(s.now),
+    }) {
+        Response::Received { deliveries, .. } => deliveries,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(one.len(), 1);
+}
+
+#[test]
+fn a_released_lease_does_not_count_as_a_delivery_and_the_message_keeps_its_place() {
+    let mut s = Story::with_queue("dlq", config());
+    s.create(
+        "q",
+        QueueConfig {
+            max_deliveries: 1,
+            dead_letter_queue: Some("dlq".into()),
+            ..config()
+        },
+    );
+    s.enqueue("q", "a");
+    s.advance(1);
+    s.enqueue("q", "b");
+    // A consume stream leased both but could send neither.
+    let unsent = s.receive("q", 2);
+    s.advance(SECOND);
+    for d in &unsent {
+        assert_eq!(s.release("q", d.receipt), Ok(()));
+    }
+    assert_eq!(
+        s.release("q", unsent[0].receipt),
+        Err(Refusal::ReceiptStale(unsent[0].id.0)),
+        "a released lease is over"
+    );
+    let again = s.receive("q", 2);
+    assert_eq!(Story::bodies(&again), ["a", "b"], "in their old places");
+    assert!(
+        again.iter().all(|d| d.delivery_count == 1),
+        "the released leases did not count: {again:?}"
+    );
+    assert!(
+        again
+            .iter()
+            .zip(&unsent)
+            .all(|(a, u)| a.receipt != u.receipt),
+        "a new lease has a new receipt"
+    );
+    assert_eq!(s.stats("q").counters.released, 2);
+    assert_eq!(s.stats("q").counters.dead_lettered, 0);
+    // The counted delivery does count: the next one dead-letters.
+    s.advance(30 * SECOND);
+    assert!(s.receive("q", 2).is_empty());
+    assert_eq!(s.stats("q").counters.dead_lettered, 2);
+}
+
+#[test]
+fn an_update_changes_only_the_options_it_names() {
+    let mut s = Story::with_queue("dlq", config());
+    s.create(
+        "jobs",
+        QueueConfig {
+            max_deliveries: 3,
+            dead_letter_queue: Some("dlq".into()),
+            max_length: Some(10),
+            ..config()
+        },
+    );
+    let response = s.apply(Command::UpdateQueue {
+        name: "jobs".into(),
+        patch: QueueConfigPatch {
+            visibility_timeout_ms: Some(SECOND),
+            ..QueueConfigPatch::default()
+        },
+    });
+    let Response::QueueUpdated { config: updated } = response else {
+        panic!("{response:?}")
+    };
+    assert_eq!(updated.visibility_timeout_ms, SECOND);
+    assert_eq!(updated.max_deliveries, 3, "kept");
+    assert_eq!(updated.dead_letter_queue, Some("dlq".into()), "kept");
+    assert_eq!(updated.max_length, Some(10), "kept");
+    // An optional setting is removed only when the patch says so.
+    let response = s.apply(Command::UpdateQueue {
+        name: "jobs".into(),
+        patch: QueueConfigPatch {
+            max_length: Some(None),
+            ..QueueConfigPatch::default()
+        },
+    });
+    assert!(
+        matches!(&response, Response::QueueUpdated { config } if config.max_length.is_none() && config.max_deliveries == 3)
+    );
+    // An update that would break a rule changes nothing.
+    let refusal = s.refused(Command::UpdateQueue {
+        name: "jobs".into(),
+        patch: QueueConfigPatch {
+            retry_backoff_min_ms: Some(10 * SECOND),
+            retry_backoff_max_ms: Some(SECOND),
+            ..QueueConfigPatch::default()
+        },
+    });
+    assert!(refusal.to_string().contains("retry_backoff_min_ms"));
+}
+
+#[test]
+fn a_purge_keeps_leased_messages_ackable_and_forgets_the_dedup_ids_of_what_it_removed() {
+    let mut s = Story::with_queue("p", config());
+    let with_dedup = |body: &str, id: &str| NewMessage {
+        dedup_id: Some(id.into()),
+        ..NewMessage::new(body.to_string())
+    };
+    s.enqueue_messages("p", vec![with_dedup("held", "order-0")]);
+    let held = s.receive("p", 1).remove(0);
+    s.enqueue_messages("p", vec![with_dedup("job-1", "order-1")]);
+    s.enqueue("p", "job-2");
+    assert_eq!(s.purge("p"), 2, "the two messages nobody holds");
+    let stats = s.stats("p");
+    assert_eq!((stats.ready, stats.in_flight), (0, 1));
+    assert_eq!(stats.counters.dropped, 2);
+    // The producer may send the purged message again under its dedup id ...
+    let fixed = s.enqueue_messages("p", vec![with_dedup("job-1-fixed", "order-1")]);
+    assert!(
+        matches!(
+            fixed[0],
+            Ok(Enqueued {
+                duplicate: false,
+                ..
+            })
+        ),
+        "{fixed:?}"
+    );
+    // ... while the held message's dedup id still stands.
+    let again = s.enqueue_messages("p", vec![with_dedup("held-again", "order-0")]);
+    assert!(
+        matches!(
+            again[0],
+            Ok(Enqueued {
+                duplicate: true,
+                ..
+            })
+        ),
+        "{again:?}"
+    );
+    assert_eq!(
+        s.ack("p", held.receipt),
+        Ok(()),
+        "the holder acks after the purge"
+    );
+    assert_eq!(Story::bodies(&s.receive("p", 10)), ["job-1-fixed"]);
+}
+
+#[test]
+fn leases_end_on_time_when_stamps_continue_from_a_clock_a_skewed_leader_pushed_ahead() {
+    // A leader an hour ahead stamped the state. The next leader, whose wall
+    // clock is right, stamps the state's clock plus the time it measured
+    // since (raft-node's `Clock`), because the state keeps the largest stamp
+    // and stamps from its wall clock would not move it for an hour.
+    let config = QueueConfig {
+        visibility_timeout_ms: 5 * SECOND,
+        ..config()
+    };
+    let mut s = Story::with_queue("t", config);
+    let wall = s.now;
+    let hour = 3_600 * SECOND;
+    s.now = wall + hour;
+    s.enqueue("t", "a");
+    let pushed = s.queues.clock();
+    let receive_at = |s: &mut Story, now: u64| match s.apply(Command::receive("t", 1, now)) {
+        Response::Received { deliveries, .. } => deliveries,
+        other => panic!("{other:?}"),
+    };
+    let held = receive_at(&mut s, wall).remove(0);
+    assert_eq!(held.lease_deadline, pushed.plus_ms(5 * SECOND));
+    assert!(
+        receive_at(&mut s, wall + 10 * SECOND).is_empty(),
+        "stamped by the wall clock, the state's time stands still"
+    );
+    let again = receive_at(&mut s, pushed.plus_ms(6 * SECOND).0);
+    assert_eq!(
+        again.len(),
+        1,
+        "stamps that continue from the state end the lease"
+    );
+    assert_ne!(again[0].receipt, held.receipt);
 }

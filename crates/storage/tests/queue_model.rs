@@ -2,53 +2,90 @@
 //!
 //! [`Model`] implements the semantics documented in `src/queue/` with plain
 //! vectors and linear scans: no indexes, no timers, no cleverness, so that it
-//! is obviously right. Random command sequences (enqueues with dedup ids,
-//! groups and delays; receives; acks, nacks and extends with current, stale
-//! and bogus receipts; ticks; redrives; purges; batches; time jumps, and now
-//! and then a `now` that lags the clock as after a leader change) run against
-//! both [`Queues`] and the model. After every step:
+//! is obviously right. In short: message ids come from one counter for the
+//! whole cluster, so they grow within a queue with gaps and are never reused,
+//! not even by a queue deleted and created again; a receive meets the
+//! deliverable messages (visible, first of their group) in the order they
+//! became ready, `(visible_at, id)`, drops the expired ones, dead-letters (or,
+//! without a dead-letter queue, drops) those at `max_deliveries` and leases
+//! the rest within its count and byte budget; a lease released unseen does
+//! not count as a delivery; a leased message outlives its expiry until its
+//! lease ends; a purge keeps the messages in flight; an update patches the
+//! options it names. Random command sequences (creates, config patches and
+//! deletes; enqueues with dedup ids, groups and delays; receives with and
+//! without a byte budget; acks, nacks, extends and releases with current,
+//! stale and bogus receipts; ticks; redrives; purges; node registrations;
+//! batches; time jumps, and now and then a `now` that lags the clock as after
+//! a leader change) run against both [`Queues`] and the model. After every
+//! step:
 //!
 //! - the real response equals the model's (refusal texts aside);
-//! - the stored state (clock, queue metadata, every message, every dedup
-//!   entry) and the stats equal the model's, and `check_indexes` passes;
-//! - [`Observer`] checks invariants from the responses alone, without the
-//!   model: ids are never reused, an acked message is never delivered again,
-//!   one live lease per message and per group, first deliveries in id order,
-//!   no delivery past `max_deliveries` and dead-lettering exactly there,
-//!   no delivery past a message's lifetime, dedup within the window returns
-//!   the first id.
+//! - the stored state (clock, id counter, cluster record, queue metadata,
+//!   every message, every dedup entry) and the stats equal the model's, the
+//!   next tick is due when the model says, no queue's `next_visible_at` is
+//!   later than its first deliverable message, `check_indexes` passes,
+//!   `drain_changes` hands over every record that changed, as it now is, and
+//!   the digest changed exactly when the state did;
+//! - [`Observer`] checks invariants of each command from its response and the
+//!   real state just before and after it, without the model (a batch is
+//!   replayed command by command on a copy for this, and must end in the same
+//!   state): ids are assigned one by one from one counter, in any queue, and a
+//!   message that left never comes back; only the commands that may remove
+//!   messages do, and only the ones they may; one live lease per message and
+//!   per group; a receive meets only deliverable messages, in `(visible_at,
+//!   id)` order, never leaves one waiting while it has room, and stays within
+//!   its byte budget; first deliveries go in id order within a group and
+//!   among ungrouped undelayed messages; counted deliveries never pass
+//!   `max_deliveries`, and a message is dead-lettered or dropped only at it,
+//!   its dead letter carrying its body and count; a release gives a message
+//!   back, ready again in its old place, without counting it; a tick drops
+//!   exactly the expired messages no one holds, and a purge exactly the
+//!   messages no one holds; nothing is delivered past its lifetime; a dedup
+//!   id within its window returns the first id.
 //!
 //! The generator uses small configs (1–5 s leases, 0–4 deliveries, short
-//! dedup windows and TTLs, sometimes a retry backoff, a `max_length` or
-//! `max_bytes` with either overflow policy) and jumps time both at random and
-//! to exactly one millisecond before, at or after the next lease deadline,
-//! visibility, expiry or dedup lapse, where `<` and `<=` differ.
+//! dedup windows and TTLs, a retry backoff that is off, small or the default
+//! one, a `max_length` or `max_bytes` with either overflow policy, a
+//! dead-letter queue that mostly keeps its messages), patches that change no
+//! option, one or a few, valid or not, small bodies and now and then a small
+//! receive budget, delays 1 ms below, at or above the message lifetime or
+//! `max_delay_ms`, and jumps time both at random and to exactly one
+//! millisecond before, at or after the next lease deadline, visibility,
+//! expiry or dedup lapse: everywhere `<` and `<=` differ.
 //! `random_commands_reach_every_interesting_transition` checks that the
 //! generator actually reaches each transition worth testing.
 //!
 //! A failure names the step, the command, what differed and the commands that
-//! led there, followed by proptest's shrunk scenario.
+//! led there, followed by proptest's shrunk scenario. `PROPTEST_CASES` sets
+//! how many scenarios run ([`DEFAULT_CASES`] by default).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
 
 use bytes::Bytes;
 use proptest::prelude::*;
-use proptest::sample::Index;
+use proptest::sample::{select, Index};
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{RngAlgorithm, TestRng, TestRunner};
+use raftq_storage::cluster::ClusterRecord;
 use raftq_storage::command::{Enqueued, Response};
-use raftq_storage::queue::config::{MAX_VISIBILITY_TIMEOUT_MS, MIN_VISIBILITY_TIMEOUT_MS};
+use raftq_storage::keys::Key;
+use raftq_storage::queue::config::{
+    MAX_DEDUP_WINDOW_MS, MAX_MESSAGE_BYTES_LIMIT, MAX_RETENTION_MS, MAX_RETRY_BACKOFF_MS,
+    MAX_VISIBILITY_TIMEOUT_MS, MIN_RETENTION_MS, MIN_VISIBILITY_TIMEOUT_MS,
+};
+use raftq_storage::queue::expire;
 use raftq_storage::queue::redrive::MAX_REDRIVE;
 use raftq_storage::queue::{
-    Counters, DeadLetter, DedupEntry, Delivery, Lease, Message, MessageId, NewMessage, Overflow,
-    QueueConfig, QueueMeta, QueueName, QueueStats, Queues, Receipt, Timestamp, MAX_BATCH_COMMANDS,
-    MAX_ENQUEUE_MESSAGES, MAX_KEY_BYTES, MAX_REASON_BYTES, MAX_RECEIPTS, MAX_RECEIVE,
+    Counters, DeadLetter, DedupEntry, Delivery, Globals, Lease, Message, MessageId, NewMessage,
+    Overflow, Queue, QueueConfig, QueueConfigPatch, QueueMeta, QueueName, QueueStats, Queues,
+    Receipt, Record, Timestamp, MAX_ATTRIBUTES, MAX_BATCH_COMMANDS, MAX_ENQUEUE_MESSAGES,
+    MAX_KEY_BYTES, MAX_REASON_BYTES, MAX_RECEIPTS, MAX_RECEIVE, MAX_RECEIVE_BYTES,
 };
-use raftq_storage::{Command, Refusal};
+use raftq_storage::{Command, NodeId, Refusal};
 
-/// Every queue's `max_delay_ms`; larger delays are generated now and then to
-/// check that they are refused.
+/// Every queue's `max_delay_ms` (unless a patch changes it); larger delays
+/// are generated now and then to check that they are refused.
 const MAX_DELAY_MS: u64 = 10_000;
 /// The clock at the start of every case.
 const START_MS: u64 = 1_000_000;
@@ -56,18 +93,44 @@ const START_MS: u64 = 1_000_000;
 const RECENT_RECEIPTS: usize = 6;
 /// A name no queue has.
 const MISSING_QUEUE: &str = "no-such-queue";
+/// One second, the shortest TTL and dedup window.
+const SECOND_MS: u64 = 1_000;
+/// Random scenarios the model test runs unless `PROPTEST_CASES` says
+/// otherwise: a few seconds in the debug profile.
+const DEFAULT_CASES: u32 = 512;
+/// Scenarios the coverage test generates (from a fixed seed).
+const COVERAGE_SCENARIOS: usize = 128;
 
 // ---------------------------------------------------------------------------
 // The reference model.
 // ---------------------------------------------------------------------------
 
-/// Every queue as a vector of messages in id order, and the clock.
-#[derive(Debug, Default)]
+/// Every queue as a vector of messages in id order, the id counter, the
+/// cluster record and the clock.
+#[derive(Debug)]
 struct Model {
     /// The largest `now` seen.
     clock: u64,
+    /// The id the next message gets, in any queue.
+    next_id: u64,
+    /// The cluster id, set by the first registration.
+    cluster_id: Option<u64>,
+    /// Each registered node's incarnation.
+    incarnations: Vec<(NodeId, u64)>,
     /// The queues in name order.
     queues: Vec<ModelQueue>,
+}
+
+impl Default for Model {
+    fn default() -> Self {
+        Model {
+            clock: 0,
+            next_id: 1,
+            cluster_id: None,
+            incarnations: Vec::new(),
+            queues: Vec::new(),
+        }
+    }
 }
 
 /// One queue of the model.
@@ -89,6 +152,10 @@ fn invalid() -> Refusal {
     Refusal::InvalidArgument(String::new())
 }
 
+fn not_found(name: &QueueName) -> Refusal {
+    Refusal::QueueNotFound(name.to_string())
+}
+
 /// How long a message enqueued now may live: TTL or retention, the shorter.
 fn lifetime_ms(config: &QueueConfig) -> u64 {
     match config.message_ttl_ms {
@@ -97,12 +164,18 @@ fn lifetime_ms(config: &QueueConfig) -> u64 {
     }
 }
 
-/// What a message counts for against `max_bytes`: body plus attributes.
+/// What a message counts for against `max_bytes` and a receive's budget:
+/// body plus attributes.
 fn message_bytes(body: &Bytes, attributes: &BTreeMap<String, String>) -> u64 {
     let attributes: usize = attributes.iter().map(|(k, v)| k.len() + v.len()).sum();
     (body.len() + attributes) as u64
 }
 
+fn size(message: &Message) -> u64 {
+    message_bytes(&message.body, &message.attributes)
+}
+
+/// Whether a consumer holds the message at `now`.
 fn in_flight(message: &Message, now: Timestamp) -> bool {
     message
         .lease
@@ -110,11 +183,122 @@ fn in_flight(message: &Message, now: Timestamp) -> bool {
         .is_some_and(|lease| lease.deadline > now)
 }
 
+/// Deliveries that count toward `max_deliveries`: leases less the ones
+/// released unseen.
+fn counted(message: &Message) -> u32 {
+    message.delivery_count - message.released
+}
+
+/// When a message may be dropped for its age: its expiry, or its lease's
+/// deadline if it is leased and that is later.
+fn expiry_due(message: &Message) -> Timestamp {
+    match &message.lease {
+        Some(lease) if lease.deadline > message.expires_at => lease.deadline,
+        _ => message.expires_at,
+    }
+}
+
+/// Whether an enqueue, a nack or a queue's default may ask for this delay:
+/// at most `max_delay_ms`, and a delay ends before the message's lifetime.
+fn delay_ok(config: &QueueConfig, delay_ms: u64) -> bool {
+    delay_ms <= config.max_delay_ms && (delay_ms == 0 || delay_ms < lifetime_ms(config))
+}
+
+/// An attribute key, dedup id or group: 1 to `MAX_KEY_BYTES` bytes.
+fn key_ok(key: &str) -> bool {
+    !key.is_empty() && key.len() <= MAX_KEY_BYTES
+}
+
+/// The retry backoff after `counted` deliveries: none when
+/// `retry_backoff_min_ms` is 0, else the queue's jittered exponential one,
+/// which lies between half and all of `min << (counted - 1)`, capped at max.
+fn backoff_ms(config: &QueueConfig, id: MessageId, counted: u32) -> u64 {
+    if config.retry_backoff_min_ms == 0 {
+        return 0;
+    }
+    let backoff = config.retry_backoff_ms(id.0, counted);
+    let full = config
+        .retry_backoff_min_ms
+        .saturating_mul(1 << counted.saturating_sub(1).min(40))
+        .min(config.retry_backoff_max_ms);
+    assert!(
+        (full / 2..=full).contains(&backoff),
+        "backoff of {id} after {counted} deliveries is {backoff} ms, not between {} and {full} ms",
+        full / 2
+    );
+    backoff
+}
+
+fn take_id(next_id: &mut u64) -> MessageId {
+    let id = MessageId(*next_id);
+    *next_id += 1;
+    id
+}
+
+/// Whether `message` heads its group among `messages`: it has no group, or
+/// no message of its group has a lower id.
+fn heads_its_group<'a>(mut messages: impl Iterator<Item = &'a Message>, message: &Message) -> bool {
+    message.group.is_none()
+        || !messages.any(|other| other.group == message.group && other.id < message.id)
+}
+
+/// The deliverable message (visible at `now`, first of its group) that
+/// became ready first: the least `(visible_at, id)`.
+fn first_ready<'a>(messages: &[&'a Message], now: Timestamp) -> Option<&'a Message> {
+    messages
+        .iter()
+        .copied()
+        .filter(|m| m.visible_at <= now && heads_its_group(messages.iter().copied(), m))
+        .min_by_key(|m| (m.visible_at, m.id))
+}
+
+fn check_receipt_count(receipts: &[Receipt]) -> Result<(), Refusal> {
+    if receipts.is_empty() || receipts.len() > MAX_RECEIPTS {
+        return Err(invalid());
+    }
+    Ok(())
+}
+
+/// `config` with each option the patch sets replaced.
+fn patched(config: &QueueConfig, patch: &QueueConfigPatch) -> QueueConfig {
+    let QueueConfigPatch {
+        visibility_timeout_ms,
+        max_deliveries,
+        dead_letter_queue,
+        retry_backoff_min_ms,
+        retry_backoff_max_ms,
+        message_ttl_ms,
+        retention_ms,
+        max_length,
+        max_bytes,
+        overflow,
+        max_message_bytes,
+        default_delay_ms,
+        max_delay_ms,
+        dedup_window_ms,
+    } = patch.clone();
+    QueueConfig {
+        visibility_timeout_ms: visibility_timeout_ms.unwrap_or(config.visibility_timeout_ms),
+        max_deliveries: max_deliveries.unwrap_or(config.max_deliveries),
+        dead_letter_queue: dead_letter_queue.unwrap_or_else(|| config.dead_letter_queue.clone()),
+        retry_backoff_min_ms: retry_backoff_min_ms.unwrap_or(config.retry_backoff_min_ms),
+        retry_backoff_max_ms: retry_backoff_max_ms.unwrap_or(config.retry_backoff_max_ms),
+        message_ttl_ms: message_ttl_ms.unwrap_or(config.message_ttl_ms),
+        retention_ms: retention_ms.unwrap_or(config.retention_ms),
+        max_length: max_length.unwrap_or(config.max_length),
+        max_bytes: max_bytes.unwrap_or(config.max_bytes),
+        overflow: overflow.unwrap_or(config.overflow),
+        max_message_bytes: max_message_bytes.unwrap_or(config.max_message_bytes),
+        default_delay_ms: default_delay_ms.unwrap_or(config.default_delay_ms),
+        max_delay_ms: max_delay_ms.unwrap_or(config.max_delay_ms),
+        dedup_window_ms: dedup_window_ms.unwrap_or(config.dedup_window_ms),
+    }
+}
+
 impl Model {
     /// Moves the clock to `now` unless it is ahead. Like the real code, every
     /// command that carries a `now` does this first, also when it is then
-    /// refused (see the note in `Queues::apply`'s doc: "refusals change
-    /// nothing" does not hold for the clock).
+    /// refused ("refusals change nothing" does not hold for the clock).
     fn advance(&mut self, now: Timestamp) -> Timestamp {
         self.clock = self.clock.max(now.0);
         Timestamp(self.clock)
@@ -132,12 +316,64 @@ impl Model {
         self.queues
             .iter_mut()
             .find(|q| &q.meta.name == name)
-            .ok_or_else(|| Refusal::QueueNotFound(name.to_string()))
+            .ok_or_else(|| not_found(name))
+    }
+
+    /// A queue with the id counter, for commands that store messages.
+    fn queue_and_ids(&mut self, name: &QueueName) -> Result<(&mut ModelQueue, &mut u64), Refusal> {
+        let Model {
+            queues, next_id, ..
+        } = self;
+        let queue = queues
+            .iter_mut()
+            .find(|q| &q.meta.name == name)
+            .ok_or_else(|| not_found(name))?;
+        Ok((queue, next_id))
+    }
+
+    fn globals(&self) -> Globals {
+        Globals {
+            clock: Timestamp(self.clock),
+            next_id: self.next_id,
+            cluster: ClusterRecord {
+                cluster_id: self.cluster_id,
+                incarnations: self.incarnations.iter().copied().collect(),
+            },
+        }
+    }
+
+    /// Whether queue `name` may have `config`: every range and relation
+    /// [`QueueConfig`] documents, and a dead-letter queue that exists and is
+    /// not the queue itself. (Generated names are always well formed.)
+    fn config_ok(&self, name: &QueueName, config: &QueueConfig) -> bool {
+        let c = config;
+        let dead_letter_queue_ok = c
+            .dead_letter_queue
+            .as_ref()
+            .is_none_or(|dlq| dlq != name && self.queue(dlq).is_some());
+        let ttl_ok = c
+            .message_ttl_ms
+            .is_none_or(|ttl| (SECOND_MS..=c.retention_ms).contains(&ttl));
+        (MIN_VISIBILITY_TIMEOUT_MS..=MAX_VISIBILITY_TIMEOUT_MS).contains(&c.visibility_timeout_ms)
+            && dead_letter_queue_ok
+            && c.retry_backoff_min_ms <= c.retry_backoff_max_ms
+            && c.retry_backoff_max_ms <= MAX_RETRY_BACKOFF_MS
+            && (MIN_RETENTION_MS..=MAX_RETENTION_MS).contains(&c.retention_ms)
+            && ttl_ok
+            && c.max_length != Some(0)
+            && c.max_bytes != Some(0)
+            && (1..=MAX_MESSAGE_BYTES_LIMIT).contains(&c.max_message_bytes)
+            && c.max_delay_ms <= MAX_RETENTION_MS
+            && delay_ok(c, c.default_delay_ms)
+            && (SECOND_MS..=MAX_DEDUP_WINDOW_MS).contains(&c.dedup_window_ms)
     }
 
     fn apply(&mut self, command: &Command) -> Response {
         let result = match command {
-            Command::CreateQueue { name, config, now } => Ok(self.create(name, config, *now)),
+            Command::CreateQueue { name, config, now } => self.create(name, config, *now),
+            Command::UpdateQueue { name, patch } => self.update(name, patch),
+            Command::DeleteQueue { name } => self.delete(name),
+            Command::Purge { name, now } => self.purge(name, *now),
             Command::Enqueue {
                 queue,
                 messages,
@@ -147,9 +383,10 @@ impl Model {
                 queue,
                 max,
                 visibility_ms,
+                max_bytes,
                 consumer,
                 now,
-            } => self.receive(queue, *max, *visibility_ms, consumer, *now),
+            } => self.receive(queue, *max, *visibility_ms, *max_bytes, consumer, *now),
             Command::Ack { queue, receipts } => self.ack(queue, receipts),
             Command::Nack {
                 queue,
@@ -164,13 +401,15 @@ impl Model {
                 visibility_ms,
                 now,
             } => self.extend(queue, receipts, *visibility_ms, *now),
+            Command::Release { queue, receipts } => self.release(queue, receipts),
+            Command::RegisterNode {
+                node,
+                incarnation,
+                cluster_id,
+            } => self.register(*node, *incarnation, *cluster_id),
             Command::Tick { now } => Ok(self.tick(*now)),
             Command::Redrive { dlq, max, now } => self.redrive(dlq, *max, *now),
-            Command::Purge { name } => self.purge(name),
             Command::Batch(commands) => Ok(self.batch(commands)),
-            Command::UpdateQueue { .. } | Command::DeleteQueue { .. } => {
-                panic!("the model does not cover {command}")
-            }
         };
         result.unwrap_or_else(Response::Refused)
     }
@@ -189,20 +428,27 @@ impl Model {
         Response::Batch(responses)
     }
 
-    fn create(&mut self, name: &QueueName, config: &QueueConfig, now: Timestamp) -> Response {
+    fn create(
+        &mut self,
+        name: &QueueName,
+        config: &QueueConfig,
+        now: Timestamp,
+    ) -> Result<Response, Refusal> {
         let now = self.advance(now);
+        if !self.config_ok(name, config) {
+            return Err(invalid());
+        }
         if let Some(existing) = self.queue(name) {
             return if &existing.meta.config == config {
-                Response::QueueCreated { created: false }
+                Ok(Response::QueueCreated { created: false })
             } else {
-                Response::Refused(Refusal::QueueExists(name.to_string()))
+                Err(Refusal::QueueExists(name.to_string()))
             };
         }
         self.queues.push(ModelQueue {
             meta: QueueMeta {
                 name: name.clone(),
                 config: config.clone(),
-                next_id: 1,
                 created_at: now,
                 counters: Counters::default(),
             },
@@ -212,7 +458,54 @@ impl Model {
             acked: Vec::new(),
         });
         self.queues.sort_by(|a, b| a.meta.name.cmp(&b.meta.name));
-        Response::QueueCreated { created: true }
+        Ok(Response::QueueCreated { created: true })
+    }
+
+    fn update(&mut self, name: &QueueName, patch: &QueueConfigPatch) -> Result<Response, Refusal> {
+        let current = &self.queue(name).ok_or_else(|| not_found(name))?.meta.config;
+        let config = patched(current, patch);
+        if !self.config_ok(name, &config) {
+            return Err(invalid());
+        }
+        self.queue_mut(name)?.meta.config = config.clone();
+        Ok(Response::QueueUpdated { config })
+    }
+
+    fn delete(&mut self, name: &QueueName) -> Result<Response, Refusal> {
+        let index = self
+            .queues
+            .iter()
+            .position(|q| &q.meta.name == name)
+            .ok_or_else(|| not_found(name))?;
+        let user = self
+            .queues
+            .iter()
+            .find(|q| q.meta.config.dead_letter_queue.as_ref() == Some(name));
+        if let Some(user) = user {
+            return Err(Refusal::DeadLetterQueueInUse {
+                queue: name.to_string(),
+                used_by: user.meta.name.to_string(),
+            });
+        }
+        let queue = self.queues.remove(index);
+        Ok(Response::QueueDeleted {
+            messages: queue.messages.len() as u64,
+        })
+    }
+
+    fn purge(&mut self, name: &QueueName, now: Timestamp) -> Result<Response, Refusal> {
+        let now = self.advance(now);
+        let queue = self.queue_mut(name)?;
+        let (kept, removed): (Vec<Message>, Vec<Message>) = std::mem::take(&mut queue.messages)
+            .into_iter()
+            .partition(|m| in_flight(m, now));
+        queue.messages = kept;
+        queue
+            .dedup
+            .retain(|(_, entry)| !removed.iter().any(|m| m.id == entry.id));
+        let messages = removed.len() as u64;
+        queue.meta.counters.dropped += messages;
+        Ok(Response::Purged { messages })
     }
 
     fn enqueue(
@@ -225,10 +518,10 @@ impl Model {
         if messages.is_empty() || messages.len() > MAX_ENQUEUE_MESSAGES {
             return Err(invalid());
         }
-        let queue = self.queue_mut(name)?;
+        let (queue, next_id) = self.queue_and_ids(name)?;
         let results = messages
             .iter()
-            .map(|new| queue.enqueue_one(new, now))
+            .map(|new| queue.enqueue_one(new, now, next_id))
             .collect();
         Ok(Response::Enqueued(results))
     }
@@ -238,76 +531,78 @@ impl Model {
         name: &QueueName,
         max: u32,
         visibility_ms: Option<u64>,
+        max_bytes: Option<u64>,
         consumer: &str,
         now: Timestamp,
     ) -> Result<Response, Refusal> {
         let now = self.advance(now);
         let visibility_ok = visibility_ms
             .is_none_or(|v| (MIN_VISIBILITY_TIMEOUT_MS..=MAX_VISIBILITY_TIMEOUT_MS).contains(&v));
-        if !(1..=MAX_RECEIVE).contains(&max) || !visibility_ok || consumer.len() > MAX_KEY_BYTES {
+        if !(1..=MAX_RECEIVE).contains(&max)
+            || !visibility_ok
+            || max_bytes == Some(0)
+            || consumer.len() > MAX_KEY_BYTES
+        {
             return Err(invalid());
         }
         let queue = self.queue_mut(name)?;
         let config = queue.meta.config.clone();
         let visibility = visibility_ms.unwrap_or(config.visibility_timeout_ms);
+        let budget = max_bytes
+            .unwrap_or(MAX_RECEIVE_BYTES)
+            .min(MAX_RECEIVE_BYTES);
         let mut deliveries = Vec::new();
+        let mut bytes = 0;
         let mut dead = Vec::new();
+        let mut dropped = Vec::new();
         let mut expired = 0;
         while deliveries.len() < max as usize {
-            let Some(index) = queue.first_deliverable(now) else {
+            let all: Vec<&Message> = queue.messages.iter().collect();
+            let Some(id) = first_ready(&all, now).map(|m| m.id) else {
                 break;
             };
-            let message = &mut queue.messages[index];
+            let index = queue.index_of(id);
+            let message = &queue.messages[index];
             if message.expires_at <= now {
                 queue.messages.remove(index);
                 queue.meta.counters.expired += 1;
                 expired += 1;
-            } else if config.max_deliveries > 0 && message.delivery_count >= config.max_deliveries {
-                dead.push(queue.messages.remove(index));
-                queue.meta.counters.dead_lettered += 1;
+            } else if config.max_deliveries > 0 && counted(message) >= config.max_deliveries {
+                let message = queue.messages.remove(index);
+                if config.dead_letter_queue.is_some() {
+                    queue.meta.counters.dead_lettered += 1;
+                    dead.push(message);
+                } else {
+                    queue.meta.counters.dropped += 1;
+                    dropped.push((message.id, counted(&message)));
+                }
             } else {
-                message.delivery_count += 1;
-                let deadline = now.plus_ms(visibility);
-                message.lease = Some(Lease {
-                    consumer: consumer.to_string(),
-                    leased_at: now,
-                    deadline,
-                });
-                let backoff = config.retry_backoff_ms(message.id.0, message.delivery_count);
-                message.visible_at = deadline.plus_ms(backoff);
-                deliveries.push(Delivery {
-                    id: message.id,
-                    receipt: Receipt {
-                        message: message.id,
-                        delivery: message.delivery_count,
-                    },
-                    body: message.body.clone(),
-                    attributes: message.attributes.clone(),
-                    group: message.group.clone(),
-                    delivery_count: message.delivery_count,
-                    enqueued_at: message.enqueued_at,
-                    lease_deadline: deadline,
-                    dead_letter: message.dead_letter.clone(),
-                });
+                if !deliveries.is_empty() && bytes + size(message) > budget {
+                    break;
+                }
+                bytes += size(message);
+                let message = &mut queue.messages[index];
+                deliveries.push(lease(message, consumer, now, visibility, &config));
             }
         }
         let dead_lettered = dead.len() as u64;
         if let Some(dlq) = &config.dead_letter_queue {
-            let target = self.queue_mut(dlq).expect("a dead-letter queue exists");
+            let (target, next_id) = self.queue_and_ids(dlq).expect("a dead-letter queue exists");
             for message in dead {
                 let dead_letter = DeadLetter {
                     source_queue: name.clone(),
                     source_id: message.id,
-                    delivery_count: message.delivery_count,
+                    delivery_count: counted(&message),
                     reason: message.last_nack_reason.clone(),
                     dead_lettered_at: now,
                 };
-                target.arrive(message, Some(dead_letter), now);
+                target.arrive(message, Some(dead_letter), now, next_id);
             }
         }
         Ok(Response::Received {
             deliveries,
             dead_lettered,
+            dropped,
             expired,
         })
     }
@@ -350,7 +645,7 @@ impl Model {
         }
         let queue = self.queue_mut(name)?;
         let config = queue.meta.config.clone();
-        if delay_ms.is_some_and(|delay| delay > config.max_delay_ms) {
+        if delay_ms.is_some_and(|delay| !delay_ok(&config, delay)) {
             return Err(invalid());
         }
         let results = receipts
@@ -358,9 +653,8 @@ impl Model {
             .map(|&receipt| {
                 let index = queue.current_lease(receipt)?;
                 let message = &mut queue.messages[index];
-                let delay = delay_ms.unwrap_or_else(|| {
-                    config.retry_backoff_ms(message.id.0, message.delivery_count)
-                });
+                let delay =
+                    delay_ms.unwrap_or_else(|| backoff_ms(&config, message.id, counted(message)));
                 message.lease = None;
                 message.visible_at = now.plus_ms(delay);
                 if reason.is_some() {
@@ -393,12 +687,53 @@ impl Model {
                 let message = &mut queue.messages[index];
                 let deadline = now.plus_ms(visibility_ms);
                 message.lease.as_mut().expect("a current lease").deadline = deadline;
-                let backoff = config.retry_backoff_ms(message.id.0, message.delivery_count);
+                let backoff = backoff_ms(&config, message.id, counted(message));
                 message.visible_at = deadline.plus_ms(backoff);
                 Ok(deadline)
             })
             .collect();
         Ok(Response::Extended(results))
+    }
+
+    /// Ends each matching lease without counting it: the message is ready
+    /// again at once, where it was before that lease.
+    fn release(&mut self, name: &QueueName, receipts: &[Receipt]) -> Result<Response, Refusal> {
+        check_receipt_count(receipts)?;
+        let queue = self.queue_mut(name)?;
+        let results = receipts
+            .iter()
+            .map(|&receipt| {
+                let index = queue.current_lease(receipt)?;
+                let message = &mut queue.messages[index];
+                let lease = message.lease.take().expect("a current lease");
+                message.released += 1;
+                message.visible_at = lease.leased_at;
+                queue.meta.counters.released += 1;
+                Ok(())
+            })
+            .collect();
+        Ok(Response::Released(results))
+    }
+
+    /// Records a node's incarnation; the first registration sets the cluster
+    /// id. Another cluster's id, or another incarnation for a known node, is
+    /// refused.
+    fn register(
+        &mut self,
+        node: NodeId,
+        incarnation: u64,
+        cluster_id: u64,
+    ) -> Result<Response, Refusal> {
+        if incarnation == 0 || cluster_id == 0 || self.cluster_id.is_some_and(|c| c != cluster_id) {
+            return Err(invalid());
+        }
+        match self.incarnations.iter().find(|(n, _)| *n == node) {
+            Some(&(_, known)) if known != incarnation => return Err(invalid()),
+            Some(_) => {}
+            None => self.incarnations.push((node, incarnation)),
+        }
+        self.cluster_id = Some(cluster_id);
+        Ok(Response::NodeRegistered)
     }
 
     fn tick(&mut self, now: Timestamp) -> Response {
@@ -407,7 +742,7 @@ impl Model {
         let mut dedup_trimmed = 0;
         for queue in &mut self.queues {
             let before = queue.messages.len();
-            queue.messages.retain(|m| m.expires_at > now);
+            queue.messages.retain(|m| expiry_due(m) > now);
             let dropped = (before - queue.messages.len()) as u64;
             queue.meta.counters.expired += dropped;
             expired += dropped;
@@ -432,11 +767,8 @@ impl Model {
             .iter()
             .filter(|m| !in_flight(m, now))
             .map(|m| {
-                (
-                    m.id,
-                    m.dead_letter.as_ref().map(|d| d.source_queue.clone()),
-                    message_bytes(&m.body, &m.attributes),
-                )
+                let source = m.dead_letter.as_ref().map(|d| d.source_queue.clone());
+                (m.id, source, size(m))
             })
             .collect();
         let names: Vec<QueueName> = self.queues.iter().map(|q| q.meta.name.clone()).collect();
@@ -461,27 +793,13 @@ impl Model {
                 continue;
             }
             let source = self.queue_mut(dlq).expect("exists");
-            let index = source
-                .messages
-                .iter()
-                .position(|m| m.id == id)
-                .expect("candidate");
-            let message = source.messages.remove(index);
+            let message = source.messages.remove(source.index_of(id));
             source.meta.counters.redriven += 1;
-            self.queue_mut(&target)
-                .expect("exists")
-                .arrive(message, None, now);
+            let (target, next_id) = self.queue_and_ids(&target).expect("exists");
+            target.arrive(message, None, now, next_id);
             moved += 1;
         }
         Ok(Response::Redriven { moved, skipped })
-    }
-
-    fn purge(&mut self, name: &QueueName) -> Result<Response, Refusal> {
-        let queue = self.queue_mut(name)?;
-        let messages = queue.messages.len() as u64;
-        queue.messages.clear();
-        queue.meta.counters.dropped += messages;
-        Ok(Response::Purged { messages })
     }
 
     /// Instants after `now` when something changes, to jump to.
@@ -505,6 +823,18 @@ impl Model {
         events
     }
 
+    /// When a tick next has work: the earliest expiry of a message (its
+    /// lease's end, if later) or end of a dedup window.
+    fn next_due(&self) -> Option<Timestamp> {
+        self.queues
+            .iter()
+            .flat_map(|q| {
+                let messages = q.messages.iter().map(expiry_due);
+                messages.chain(q.dedup.iter().map(|(_, entry)| entry.expires_at))
+            })
+            .min()
+    }
+
     /// A queue's stats as [`Queues::stats`] computes them.
     fn stats(&self, name: &QueueName, now: Timestamp) -> QueueStats {
         let now = now.max(Timestamp(self.clock));
@@ -514,7 +844,7 @@ impl Model {
             config: Some(queue.meta.config.clone()),
             bytes: queue.bytes(),
             counters: queue.meta.counters.clone(),
-            next_id: queue.meta.next_id,
+            next_id: self.next_id,
             dead_letter_source_of: self
                 .queues
                 .iter()
@@ -550,27 +880,62 @@ impl Model {
     }
 }
 
-fn check_receipt_count(receipts: &[Receipt]) -> Result<(), Refusal> {
-    if receipts.is_empty() || receipts.len() > MAX_RECEIPTS {
-        return Err(invalid());
+/// Leases a message for `visibility` ms and describes the delivery.
+fn lease(
+    message: &mut Message,
+    consumer: &str,
+    now: Timestamp,
+    visibility: u64,
+    config: &QueueConfig,
+) -> Delivery {
+    message.delivery_count += 1;
+    let deadline = now.plus_ms(visibility);
+    message.lease = Some(Lease {
+        consumer: consumer.to_string(),
+        leased_at: now,
+        deadline,
+    });
+    let backoff = backoff_ms(config, message.id, counted(message));
+    message.visible_at = deadline.plus_ms(backoff);
+    Delivery {
+        id: message.id,
+        receipt: Receipt {
+            message: message.id,
+            delivery: message.delivery_count,
+        },
+        body: message.body.clone(),
+        attributes: message.attributes.clone(),
+        group: message.group.clone(),
+        delivery_count: counted(message),
+        enqueued_at: message.enqueued_at,
+        lease_deadline: deadline,
+        dead_letter: message.dead_letter.clone(),
     }
-    Ok(())
 }
 
 impl ModelQueue {
-    fn take_id(&mut self) -> MessageId {
-        let id = MessageId(self.meta.next_id);
-        self.meta.next_id += 1;
-        self.meta.counters.enqueued += 1;
-        id
+    fn index_of(&self, id: MessageId) -> usize {
+        self.messages
+            .iter()
+            .position(|m| m.id == id)
+            .expect("a message of this queue")
     }
 
-    fn enqueue_one(&mut self, new: &NewMessage, now: Timestamp) -> Result<Enqueued, Refusal> {
+    fn enqueue_one(
+        &mut self,
+        new: &NewMessage,
+        now: Timestamp,
+        next_id: &mut u64,
+    ) -> Result<Enqueued, Refusal> {
         let config = self.meta.config.clone();
-        if new
-            .delay_ms
-            .is_some_and(|delay| delay > config.max_delay_ms)
-        {
+        let size = message_bytes(&new.body, &new.attributes);
+        let well_formed = size <= config.max_message_bytes
+            && new.attributes.len() <= MAX_ATTRIBUTES
+            && new.attributes.keys().all(|key| key_ok(key))
+            && new.dedup_id.as_deref().is_none_or(key_ok)
+            && new.group.as_deref().is_none_or(key_ok)
+            && new.delay_ms.is_none_or(|delay| delay_ok(&config, delay));
+        if !well_formed {
             return Err(invalid());
         }
         if let Some(dedup_id) = &new.dedup_id {
@@ -585,8 +950,9 @@ impl ModelQueue {
                 });
             }
         }
-        self.make_room(message_bytes(&new.body, &new.attributes))?;
-        let id = self.take_id();
+        self.make_room(size)?;
+        let id = take_id(next_id);
+        self.meta.counters.enqueued += 1;
         if let Some(dedup_id) = &new.dedup_id {
             self.dedup.retain(|(id, _)| id != dedup_id);
             let expires_at = now.plus_ms(config.dedup_window_ms);
@@ -602,6 +968,7 @@ impl ModelQueue {
             visible_at: now.plus_ms(new.delay_ms.unwrap_or(config.default_delay_ms)),
             expires_at: now.plus_ms(lifetime_ms(&config)),
             delivery_count: 0,
+            released: 0,
             lease: None,
             last_nack_reason: None,
             dead_letter: None,
@@ -643,17 +1010,21 @@ impl ModelQueue {
     }
 
     fn bytes(&self) -> u64 {
-        self.messages
-            .iter()
-            .map(|m| message_bytes(&m.body, &m.attributes))
-            .sum()
+        self.messages.iter().map(size).sum()
     }
 
-    /// A message moved in (dead-lettered or redriven): a new id, visible now.
-    /// No limit applies here: dead letters ignore the DLQ's limits, and
+    /// A message moved in (dead-lettered or redriven): the next id, visible
+    /// now. No limit applies here: dead letters ignore the DLQ's limits, and
     /// redrive makes room (or skips the message) before it calls this.
-    fn arrive(&mut self, message: Message, dead_letter: Option<DeadLetter>, now: Timestamp) {
-        let id = self.take_id();
+    fn arrive(
+        &mut self,
+        message: Message,
+        dead_letter: Option<DeadLetter>,
+        now: Timestamp,
+        next_id: &mut u64,
+    ) {
+        let id = take_id(next_id);
+        self.meta.counters.enqueued += 1;
         let lifetime = lifetime_ms(&self.meta.config);
         self.messages.push(Message {
             id,
@@ -661,30 +1032,12 @@ impl ModelQueue {
             visible_at: now,
             expires_at: now.plus_ms(lifetime),
             delivery_count: 0,
+            released: 0,
             lease: None,
             last_nack_reason: None,
             dead_letter,
             ..message
         });
-    }
-
-    /// The lowest-id message that is visible and first of its group.
-    fn first_deliverable(&self, now: Timestamp) -> Option<usize> {
-        let mut groups_seen: Vec<&str> = Vec::new();
-        for (index, message) in self.messages.iter().enumerate() {
-            let heads_its_group = match &message.group {
-                None => true,
-                Some(group) if groups_seen.contains(&group.as_str()) => false,
-                Some(group) => {
-                    groups_seen.push(group);
-                    true
-                }
-            };
-            if heads_its_group && message.visible_at <= now {
-                return Some(index);
-            }
-        }
-        None
     }
 
     /// The index of the message whose current lease `receipt` names.
@@ -722,47 +1075,91 @@ fn normalize(response: Response) -> Response {
 }
 
 // ---------------------------------------------------------------------------
-// Invariants, checked from the responses alone.
+// Invariants, checked from each command's response and the real state just
+// before and after it.
 // ---------------------------------------------------------------------------
+
+/// What the commands so far have shown about one message id.
+#[derive(Debug)]
+struct Seen {
+    queue: QueueName,
+    body: Bytes,
+    /// Leases handed out: the number of the last receipt.
+    leases: u32,
+    /// Deliveries that count: leases less releases.
+    counted: u32,
+    /// When it expires, as its arrival and its queue's config then say.
+    expires_at: Timestamp,
+    /// Enqueued with a delay, so not ready on arrival.
+    delayed: bool,
+    /// The command that removed it; it must never come back.
+    gone: Option<&'static str>,
+}
 
 /// A lease as the responses tell it.
 #[derive(Debug)]
 struct ObservedLease {
+    queue: QueueName,
     delivery: u32,
+    leased_at: Timestamp,
     deadline: Timestamp,
     group: Option<String>,
 }
 
-type Key = (QueueName, MessageId);
+/// Messages a command moves into a queue with new ids.
+#[derive(Debug)]
+enum MovedIn {
+    /// Dead letters from `source`, whose `max_deliveries` is `max`, into `dlq`.
+    DeadLetters {
+        source: QueueName,
+        dlq: QueueName,
+        max: u32,
+    },
+    /// Dead letters moved out of `dlq` back to their source queues.
+    Redriven { dlq: QueueName },
+}
 
-/// What the responses so far have shown, to check invariants against.
+/// Which messages a command may remove.
+#[derive(Debug)]
+enum Leaving {
+    /// None.
+    Nothing,
+    /// Exactly these.
+    Exactly(Vec<MessageId>),
+    /// Only the oldest messages of this queue, and only if it drops the
+    /// oldest to make room.
+    Oldest(QueueName),
+    /// Only messages of this queue (which ones, the command's check says).
+    From(QueueName),
+    /// `moved` messages out of `dlq`, and the oldest messages of queues that
+    /// drop them to make room for the redriven ones.
+    Redriven { dlq: QueueName, moved: u64 },
+    /// Any: the command's own check accounts for them.
+    Checked,
+}
+
+/// What the commands so far have shown, to check invariants against.
 #[derive(Debug, Default)]
 struct Observer {
     clock: Timestamp,
+    /// The id the next message gets, counted from the responses: one for
+    /// each message stored by an enqueue, dead-lettered or redriven.
+    next_id: u64,
     configs: HashMap<QueueName, QueueConfig>,
-    /// The highest id an enqueue returned per queue.
-    highest_enqueued: HashMap<QueueName, MessageId>,
-    /// The body each (queue, id) was first seen with; bodies are unique.
-    bodies: HashMap<Key, Bytes>,
-    /// Bodies of acked messages.
-    acked: HashSet<Bytes>,
+    /// Every message that ever arrived, by id (ids are cluster-wide).
+    seen: HashMap<MessageId, Seen>,
+    /// Leases handed out and not ended by an ack, nack or release, as last
+    /// extended, of messages still stored.
+    leases: HashMap<MessageId, ObservedLease>,
     /// Receipts whose ack succeeded: acking one again may succeed again
     /// (acks are idempotent within the dedup window) and ends no lease.
     acked_receipts: HashSet<(QueueName, Receipt)>,
-    /// Messages seen arriving in a dead-letter queue.
-    dead_lettered: HashSet<Key>,
-    /// The last delivery count seen per message.
-    deliveries: HashMap<Key, u32>,
-    /// Leases not acked or nacked, as last extended.
-    leases: HashMap<Key, ObservedLease>,
-    /// Messages enqueued with a delay (not visible on arrival).
-    delayed: HashSet<Key>,
     /// The last first-delivered id per (queue, group).
     first_in_group: HashMap<(QueueName, String), MessageId>,
     /// The last first-delivered id per queue among ungrouped messages that
     /// were visible on arrival.
     first_plain: HashMap<QueueName, MessageId>,
-    /// Per (queue, dedup id): the first id and when its window started.
+    /// Per (queue, dedup id): the first id and the end of its window.
     dedup: HashMap<(QueueName, String), (MessageId, Timestamp)>,
 }
 
@@ -777,6 +1174,7 @@ macro_rules! ensure {
 fn command_now(command: &Command) -> Option<Timestamp> {
     match command {
         Command::CreateQueue { now, .. }
+        | Command::Purge { now, .. }
         | Command::Enqueue { now, .. }
         | Command::Receive { now, .. }
         | Command::Nack { now, .. }
@@ -787,24 +1185,80 @@ fn command_now(command: &Command) -> Option<Timestamp> {
     }
 }
 
+/// The command's name, to say what removed a message.
+fn command_kind(command: &Command) -> &'static str {
+    match command {
+        Command::CreateQueue { .. } => "a create",
+        Command::UpdateQueue { .. } => "an update",
+        Command::DeleteQueue { .. } => "a delete",
+        Command::Purge { .. } => "a purge",
+        Command::Enqueue { .. } => "an enqueue",
+        Command::Receive { .. } => "a receive",
+        Command::Ack { .. } => "an ack",
+        Command::Nack { .. } => "a nack",
+        Command::Extend { .. } => "an extend",
+        Command::Release { .. } => "a release",
+        Command::RegisterNode { .. } => "a node registration",
+        Command::Tick { .. } => "a tick",
+        Command::Redrive { .. } => "a redrive",
+        Command::Batch(_) => "a batch",
+    }
+}
+
+fn queue_in<'a>(queues: &'a Queues, name: &QueueName) -> Result<&'a Queue, String> {
+    queues
+        .get(name)
+        .ok_or_else(|| format!("queue {name} is missing"))
+}
+
 impl Observer {
+    fn new() -> Self {
+        Observer {
+            next_id: 1,
+            ..Observer::default()
+        }
+    }
+
+    /// Checks one command (not a batch) given the state before and after it.
     fn observe(
         &mut self,
         command: &Command,
         response: &Response,
-        real: &Queues,
+        pre: &Queues,
+        post: &Queues,
     ) -> Result<(), String> {
         if let Some(now) = command_now(command) {
             self.clock = self.clock.max(now);
         }
-        match (command, response) {
-            (Command::Batch(commands), Response::Batch(responses)) => {
-                for (command, response) in commands.iter().zip(responses) {
-                    self.observe(command, response, real)?;
-                }
-            }
+        ensure!(
+            post.clock() == self.clock,
+            "the clock is {}, but the largest now so far is {}",
+            post.clock(),
+            self.clock
+        );
+        let first_new_id = self.next_id;
+        let mut moved_in = None;
+        let leaving = match (command, response) {
+            (_, Response::Refused(_)) => Leaving::Nothing,
             (Command::CreateQueue { name, config, .. }, Response::QueueCreated { .. }) => {
                 self.configs.insert(name.clone(), config.clone());
+                Leaving::Nothing
+            }
+            (Command::UpdateQueue { name, .. }, Response::QueueUpdated { config }) => {
+                self.configs.insert(name.clone(), config.clone());
+                Leaving::Nothing
+            }
+            (Command::DeleteQueue { name }, Response::QueueDeleted { messages }) => {
+                let held: Vec<MessageId> = queue_in(pre, name)?.messages().map(|m| m.id).collect();
+                ensure!(
+                    *messages == held.len() as u64,
+                    "deleting {name} reports {messages} messages; it held {}",
+                    held.len()
+                );
+                self.configs.remove(name);
+                self.dedup.retain(|(queue, _), _| queue != name);
+                self.acked_receipts.retain(|(queue, _)| queue != name);
+                Leaving::Exactly(held)
             }
             (
                 Command::Enqueue {
@@ -813,48 +1267,81 @@ impl Observer {
                 Response::Enqueued(results),
             ) => {
                 for (new, result) in messages.iter().zip(results) {
-                    if let Ok(enqueued) = result {
-                        self.enqueued(queue, new, enqueued)?;
-                    }
+                    self.enqueued(queue, new, result)?;
                 }
+                Leaving::Oldest(queue.clone())
             }
-            (Command::Receive { queue, .. }, Response::Received { deliveries, .. }) => {
-                for pair in deliveries.windows(2) {
-                    ensure!(
-                        pair[0].id < pair[1].id,
-                        "one receive delivered {} before {}: not in id order",
-                        pair[0].id,
-                        pair[1].id
-                    );
-                }
+            (
+                Command::Receive {
+                    queue,
+                    visibility_ms,
+                    ..
+                },
+                Response::Received {
+                    deliveries,
+                    dead_lettered,
+                    ..
+                },
+            ) => {
+                let config = self.configs[queue].clone();
+                let visibility = visibility_ms.unwrap_or(config.visibility_timeout_ms);
                 for delivery in deliveries {
-                    self.delivered(queue, delivery, real)?;
+                    self.delivered(queue, delivery, visibility, post)?;
                 }
+                let (before, after) = (queue_in(pre, queue)?, queue_in(post, queue)?);
+                self.check_receive(command, response, before, after)?;
+                if *dead_lettered > 0 {
+                    let dlq = config.dead_letter_queue.clone().ok_or_else(|| {
+                        format!("{queue} dead-lettered {dead_lettered} messages, but it has no dead-letter queue")
+                    })?;
+                    moved_in = Some(MovedIn::DeadLetters {
+                        source: queue.clone(),
+                        dlq,
+                        max: config.max_deliveries,
+                    });
+                    self.next_id += dead_lettered;
+                }
+                Leaving::From(queue.clone())
             }
             (Command::Ack { queue, receipts }, Response::Acked(results)) => {
+                let mut acked = Vec::new();
                 for (receipt, result) in receipts.iter().zip(results) {
-                    if result.is_ok() {
-                        if self.acked_receipts.contains(&(queue.clone(), *receipt)) {
-                            continue;
-                        }
-                        let key = self.ended_lease(queue, *receipt, "ack")?;
-                        let body = self.bodies.get(&key).expect("a delivered message").clone();
-                        self.acked.insert(body);
-                        self.acked_receipts.insert((queue.clone(), *receipt));
+                    if result.is_err() || self.acked_receipts.contains(&(queue.clone(), *receipt)) {
+                        continue;
                     }
+                    self.ended_lease(queue, *receipt, "ack")?;
+                    self.acked_receipts.insert((queue.clone(), *receipt));
+                    acked.push(receipt.message);
                 }
+                Leaving::Exactly(acked)
             }
             (
                 Command::Nack {
-                    queue, receipts, ..
+                    queue,
+                    receipts,
+                    delay_ms,
+                    ..
                 },
                 Response::Nacked(results),
             ) => {
                 for (receipt, result) in receipts.iter().zip(results) {
                     if result.is_ok() {
                         self.ended_lease(queue, *receipt, "nack")?;
+                        let message = queue_in(post, queue)?.message(receipt.message);
+                        let visible_at = self.clock.plus_ms(delay_ms.unwrap_or(0));
+                        ensure!(
+                            message.is_some_and(|m| m.lease.is_none()
+                                && if delay_ms.is_some() {
+                                    m.visible_at == visible_at
+                                } else {
+                                    m.visible_at >= visible_at
+                                }),
+                            "nack of {receipt} with delay {delay_ms:?} at {} left {message:?}",
+                            self.clock
+                        );
                     }
                 }
+                Leaving::Nothing
             }
             (
                 Command::Extend {
@@ -867,23 +1354,48 @@ impl Observer {
             ) => {
                 for (receipt, result) in receipts.iter().zip(results) {
                     if let Ok(deadline) = result {
-                        ensure!(
-                            *deadline == self.clock.plus_ms(*visibility_ms),
-                            "extend of {receipt} set deadline {deadline}, not now {} + {visibility_ms}",
-                            self.clock
-                        );
-                        let key = (queue.clone(), receipt.message);
-                        let lease = self.leases.get_mut(&key);
-                        ensure!(
-                            lease.as_ref().is_some_and(|l| l.delivery == receipt.delivery),
-                            "extend accepted {receipt}, which is not a lease handed out and still held"
-                        );
-                        lease.expect("checked").deadline = *deadline;
+                        self.extended(queue, *receipt, *deadline, *visibility_ms)?;
                     }
                 }
+                Leaving::Nothing
             }
-            _ => {}
-        }
+            (Command::Release { queue, receipts }, Response::Released(results)) => {
+                for (receipt, result) in receipts.iter().zip(results) {
+                    if result.is_ok() {
+                        self.released(queue, *receipt, post)?;
+                    }
+                }
+                Leaving::Nothing
+            }
+            (Command::Tick { .. }, Response::Ticked { expired, .. }) => {
+                self.check_tick(*expired, pre, post)?;
+                Leaving::Checked
+            }
+            (Command::Purge { name, .. }, Response::Purged { messages }) => {
+                self.check_purge(name, *messages, pre, post)?;
+                Leaving::From(name.clone())
+            }
+            (Command::Redrive { dlq, .. }, Response::Redriven { moved, .. }) => {
+                if *moved > 0 {
+                    moved_in = Some(MovedIn::Redriven { dlq: dlq.clone() });
+                    self.next_id += moved;
+                }
+                Leaving::Redriven {
+                    dlq: dlq.clone(),
+                    moved: *moved,
+                }
+            }
+            (Command::RegisterNode { .. }, Response::NodeRegistered) => Leaving::Nothing,
+            _ => return Err(format!("{command} answered {response:?}")),
+        };
+        self.departures(command, &leaving, pre, post)?;
+        self.arrivals(command, first_new_id, moved_in.as_ref(), pre, post)?;
+        ensure!(
+            post.next_id() == self.next_id,
+            "the next id is {}, but the commands so far assigned ids up to {}",
+            post.next_id(),
+            self.next_id - 1
+        );
         Ok(())
     }
 
@@ -891,50 +1403,63 @@ impl Observer {
         &mut self,
         queue: &QueueName,
         new: &NewMessage,
-        result: &Enqueued,
+        result: &Result<Enqueued, Refusal>,
     ) -> Result<(), String> {
         let config = &self.configs[queue];
-        if let Some(dedup_id) = &new.dedup_id {
+        let remembered = new.dedup_id.as_ref().and_then(|dedup_id| {
             let key = (queue.clone(), dedup_id.clone());
-            if let Some(&(first, since)) = self.dedup.get(&key) {
-                if self.clock < since.plus_ms(config.dedup_window_ms) {
-                    ensure!(
-                        result.duplicate && result.id == first,
-                        "dedup id {dedup_id} first seen at {since} with id {first} returned {result:?} at {} (window {} ms)",
-                        self.clock,
-                        config.dedup_window_ms
-                    );
-                    return Ok(());
-                }
+            let &(first, until) = self.dedup.get(&key)?;
+            (self.clock < until).then_some((first, until))
+        });
+        let enqueued = match result {
+            Ok(enqueued) => enqueued,
+            Err(Refusal::QueueFull { .. }) => {
+                ensure!(
+                    remembered.is_none(),
+                    "a duplicate of {remembered:?} refused as full"
+                );
+                return Ok(());
             }
+            Err(_) => return Ok(()),
+        };
+        if let Some((first, until)) = remembered {
             ensure!(
-                !result.duplicate,
-                "dedup id {dedup_id} not seen within the window returned a duplicate ({result:?})"
+                enqueued.duplicate && enqueued.id == first,
+                "dedup id {:?} remembered for {first} until {until} returned {enqueued:?} at {}",
+                new.dedup_id,
+                self.clock
             );
-            self.dedup.insert(key, (result.id, self.clock));
-        } else {
-            ensure!(
-                !result.duplicate,
-                "a message without dedup id was a duplicate"
-            );
+            return Ok(());
         }
-        let highest = self.highest_enqueued.entry(queue.clone()).or_default();
         ensure!(
-            result.id > *highest,
-            "enqueue in {queue} returned id {} after id {}: ids must only grow",
-            result.id,
-            highest
+            !enqueued.duplicate,
+            "dedup id {:?} not remembered returned a duplicate ({enqueued:?})",
+            new.dedup_id
         );
-        *highest = result.id;
-        let key = (queue.clone(), result.id);
+        let id = enqueued.id;
         ensure!(
-            !self.bodies.contains_key(&key),
-            "id {} of {queue} reused by an enqueue",
-            result.id
+            id.0 == self.next_id,
+            "enqueue in {queue} assigned id {id}, but the next id is {}",
+            self.next_id
         );
-        self.bodies.insert(key.clone(), new.body.clone());
-        if new.delay_ms.unwrap_or(config.default_delay_ms) > 0 {
-            self.delayed.insert(key);
+        self.next_id += 1;
+        let delay = new.delay_ms.unwrap_or(config.default_delay_ms);
+        self.seen.insert(
+            id,
+            Seen {
+                queue: queue.clone(),
+                body: new.body.clone(),
+                leases: 0,
+                counted: 0,
+                expires_at: self.clock.plus_ms(lifetime_ms(config)),
+                delayed: delay > 0,
+                gone: None,
+            },
+        );
+        if let Some(dedup_id) = &new.dedup_id {
+            let until = self.clock.plus_ms(config.dedup_window_ms);
+            self.dedup
+                .insert((queue.clone(), dedup_id.clone()), (id, until));
         }
         Ok(())
     }
@@ -943,103 +1468,116 @@ impl Observer {
         &mut self,
         queue: &QueueName,
         delivery: &Delivery,
-        real: &Queues,
+        visibility: u64,
+        post: &Queues,
     ) -> Result<(), String> {
         let id = delivery.id;
+        let now = self.clock;
+        let seen = self
+            .seen
+            .get(&id)
+            .ok_or_else(|| format!("message {id} delivered from {queue} never arrived"))?;
+        ensure!(
+            seen.queue == *queue,
+            "message {id} of {} delivered from {queue}",
+            seen.queue
+        );
+        if let Some(what) = seen.gone {
+            return Err(format!(
+                "message {id} of {queue} delivered again after {what} removed it"
+            ));
+        }
+        ensure!(
+            delivery.body == seen.body,
+            "message {id} of {queue} delivered with body {:?}, arrived with {:?}",
+            delivery.body,
+            seen.body
+        );
+        let receipt = Receipt {
+            message: id,
+            delivery: seen.leases + 1,
+        };
+        ensure!(
+            delivery.receipt == receipt,
+            "delivery of {id} after {} leases carries receipt {}",
+            seen.leases,
+            delivery.receipt
+        );
         let count = delivery.delivery_count;
-        let key = (queue.clone(), id);
         ensure!(
-            delivery.receipt
-                == Receipt {
-                    message: id,
-                    delivery: count
-                },
-            "delivery of {id} carries receipt {} for delivery {count}",
-            delivery.receipt
-        );
-        ensure!(
-            delivery.lease_deadline > self.clock,
-            "lease of {id} ends before now"
-        );
-        let lifetime = lifetime_ms(&self.configs[queue]);
-        ensure!(
-            delivery.enqueued_at.plus_ms(lifetime) > self.clock,
-            "message {id} of {queue} enqueued at {} delivered at {}, past its lifetime of {lifetime} ms",
-            delivery.enqueued_at,
-            self.clock
-        );
-        let body = self
-            .bodies
-            .entry(key.clone())
-            .or_insert_with(|| delivery.body.clone());
-        ensure!(
-            *body == delivery.body,
-            "id {id} of {queue} delivered with body {:?}, first seen with {body:?}: an id was reused",
-            delivery.body
-        );
-        ensure!(
-            !self.acked.contains(&delivery.body),
-            "message {id} of {queue} ({:?}) delivered again after an ack",
-            delivery.body
-        );
-        ensure!(
-            !self.dead_lettered.contains(&key),
-            "message {id} of {queue} delivered again after it was dead-lettered"
-        );
-        let previous = self.deliveries.get(&key).copied().unwrap_or(0);
-        ensure!(
-            count == previous + 1,
-            "message {id} of {queue} delivered as delivery {count} after delivery {previous}"
+            count == seen.counted + 1,
+            "message {id} of {queue} delivered as delivery {count} after {} counted deliveries",
+            seen.counted
         );
         let max = self.configs[queue].max_deliveries;
         ensure!(
             max == 0 || count <= max,
             "message {id} of {queue} delivered {count} times, max_deliveries is {max}"
         );
-        if let Some(lease) = self.leases.get(&key) {
+        ensure!(
+            delivery.lease_deadline == now.plus_ms(visibility),
+            "lease {} runs until {}, not now {now} + {visibility} ms",
+            delivery.receipt,
+            delivery.lease_deadline
+        );
+        ensure!(
+            seen.expires_at > now,
+            "message {id} of {queue} delivered at {now}, past its expiry at {}",
+            seen.expires_at
+        );
+        if let Some(lease) = self.leases.get(&id) {
             ensure!(
-                lease.deadline <= self.clock,
-                "message {id} of {queue} leased again while lease {}-{} runs until {}",
-                id,
+                lease.deadline <= now,
+                "message {id} of {queue} leased again while lease {id}-{} runs until {}",
                 lease.delivery,
                 lease.deadline
             );
         }
         if let Some(group) = &delivery.group {
-            let live = self.leases.iter().find(|((q, other), lease)| {
-                q == queue
-                    && *other != id
+            let live = self.leases.iter().find(|(other, lease)| {
+                lease.queue == *queue
+                    && **other != id
                     && lease.group.as_ref() == Some(group)
-                    && lease.deadline > self.clock
-                    && real.get(q).is_some_and(|q| q.message(*other).is_some())
+                    && lease.deadline > now
+                    && post
+                        .get(queue)
+                        .is_some_and(|q| q.message(**other).is_some())
             });
-            if let Some(((_, other), lease)) = live {
+            if let Some((other, lease)) = live {
                 return Err(format!(
                     "message {id} of group {group} in {queue} leased while message {other} of the same group holds a lease until {}",
                     lease.deadline
                 ));
             }
         }
-        if count == 1 {
-            self.first_delivery(queue, delivery)?;
+        if receipt.delivery == 1 {
+            let delayed = seen.delayed;
+            self.first_delivery(queue, delivery, delayed)?;
         }
-        if let Some(dead) = &delivery.dead_letter {
-            self.dead_letter_delivered(queue, delivery, dead)?;
-        }
-        self.deliveries.insert(key.clone(), count);
+        let seen = self.seen.get_mut(&id).expect("looked up above");
+        seen.leases += 1;
+        seen.counted += 1;
         let lease = ObservedLease {
-            delivery: count,
+            queue: queue.clone(),
+            delivery: receipt.delivery,
+            leased_at: now,
             deadline: delivery.lease_deadline,
             group: delivery.group.clone(),
         };
-        self.leases.insert(key, lease);
+        self.leases.insert(id, lease);
         Ok(())
     }
 
     /// First deliveries are in id order within a group, and within a queue
     /// among ungrouped messages that were visible on arrival (a delayed or
-    /// grouped message may rightly be overtaken by a later id).
-    fn first_delivery(&mut self, queue: &QueueName, delivery: &Delivery) -> Result<(), String> {
+    /// grouped message may rightly be overtaken by a later id). Both follow
+    /// from the ready order: such messages become ready in id order.
+    fn first_delivery(
+        &mut self,
+        queue: &QueueName,
+        delivery: &Delivery,
+        delayed: bool,
+    ) -> Result<(), String> {
         let id = delivery.id;
         if let Some(group) = &delivery.group {
             let last = self
@@ -1051,7 +1589,7 @@ impl Observer {
                 "first delivery of {id} in group {group} of {queue} after first delivery of {last}"
             );
             *last = id;
-        } else if !self.delayed.contains(&(queue.clone(), id)) {
+        } else if !delayed {
             let last = self.first_plain.entry(queue.clone()).or_default();
             ensure!(
                 id > *last,
@@ -1062,58 +1600,558 @@ impl Observer {
         Ok(())
     }
 
-    /// A dead letter came from a queue that dead-letters here, after exactly
-    /// `max_deliveries` deliveries there.
-    fn dead_letter_delivered(
-        &mut self,
-        queue: &QueueName,
-        delivery: &Delivery,
-        dead: &DeadLetter,
+    /// A receive, against its queue just before and after it: it met (leased
+    /// or removed) only deliverable messages, removed exactly the expired
+    /// ones and those at `max_deliveries` it met, in `(visible_at, id)`
+    /// order, left none waiting ahead of one it met, stayed within its byte
+    /// budget, and stopped with room left only when nothing deliverable was
+    /// left or the next message would have broken the budget.
+    fn check_receive(
+        &self,
+        command: &Command,
+        response: &Response,
+        pre: &Queue,
+        post: &Queue,
     ) -> Result<(), String> {
-        let source = &self.configs[&dead.source_queue];
+        let (
+            Command::Receive { max, max_bytes, .. },
+            Response::Received {
+                deliveries,
+                dead_lettered,
+                dropped,
+                expired,
+            },
+        ) = (command, response)
+        else {
+            unreachable!("a receive and its answer")
+        };
+        let now = self.clock;
+        let name = pre.name();
+        let config = &self.configs[name];
+        let key = |m: &Message| (m.visible_at, m.id);
+        let leased = deliveries
+            .iter()
+            .map(|d| {
+                pre.message(d.id)
+                    .ok_or_else(|| format!("receive leased {}, which was not in {name}", d.id))
+            })
+            .collect::<Result<Vec<&Message>, String>>()?;
+        let removed: Vec<&Message> = pre
+            .messages()
+            .filter(|m| post.message(m.id).is_none())
+            .collect();
+        let met: Vec<&Message> = leased.iter().chain(&removed).copied().collect();
+        for m in &met {
+            ensure!(
+                m.visible_at <= now,
+                "receive at {now} met message {} of {name}, visible only at {}",
+                m.id,
+                m.visible_at
+            );
+            let head = pre.messages().find(|other| {
+                other.group.is_some()
+                    && other.group == m.group
+                    && other.id < m.id
+                    && post.message(other.id).is_some()
+            });
+            if let Some(head) = head {
+                return Err(format!(
+                    "receive met message {} of group {:?} in {name} while {} of that group was still there",
+                    m.id, m.group, head.id
+                ));
+            }
+        }
+        let (past_expiry, at_max): (Vec<&Message>, Vec<&Message>) =
+            removed.iter().partition(|m| m.expires_at <= now);
         ensure!(
-            source.dead_letter_queue.as_ref() == Some(queue),
-            "dead letter {} in {queue} came from {}, which does not dead-letter here",
-            delivery.id,
-            dead.source_queue
+            *expired == past_expiry.len() as u64,
+            "receive reports {expired} expired, but removed {} messages past their expiry",
+            past_expiry.len()
         );
-        let source_key = (dead.source_queue.clone(), dead.source_id);
-        let delivered = self.deliveries.get(&source_key).copied().unwrap_or(0);
+        let max_deliveries = config.max_deliveries;
+        let spent = |m: &Message| max_deliveries > 0 && counted(m) >= max_deliveries;
+        for m in &at_max {
+            ensure!(
+                spent(m),
+                "receive removed message {} of {name} (expires at {}) after {} deliveries; max_deliveries is {max_deliveries}",
+                m.id,
+                m.expires_at,
+                counted(m)
+            );
+        }
+        let mut spent_ids: Vec<(MessageId, u32)> =
+            at_max.iter().map(|m| (m.id, counted(m))).collect();
+        spent_ids.sort();
+        let mut reported = dropped.clone();
+        reported.sort();
+        if config.dead_letter_queue.is_some() {
+            ensure!(
+                *dead_lettered == spent_ids.len() as u64 && dropped.is_empty(),
+                "receive dead-lettered {dead_lettered} and dropped {dropped:?}, but removed {spent_ids:?} at max_deliveries"
+            );
+        } else {
+            ensure!(
+                *dead_lettered == 0 && reported == spent_ids,
+                "receive without a dead-letter queue dead-lettered {dead_lettered} and dropped {dropped:?}, but removed {spent_ids:?} at max_deliveries"
+            );
+        }
+        for m in &leased {
+            ensure!(
+                m.expires_at > now && !spent(m),
+                "receive at {now} leased message {} (expires at {}, {} deliveries) instead of removing it",
+                m.id,
+                m.expires_at,
+                counted(m)
+            );
+        }
+        // Order: a message ready from the start (a group head already) was
+        // there to be taken all along, so whatever was met before it, or
+        // while it waited, became ready before it.
+        for (i, b) in leased.iter().enumerate() {
+            if !heads_its_group(pre.messages(), b) {
+                continue;
+            }
+            if let Some(a) = leased[..i].iter().find(|a| key(a) > key(b)) {
+                return Err(format!(
+                    "receive leased {} (ready since {}) before {} (ready since {})",
+                    a.id, a.visible_at, b.id, b.visible_at
+                ));
+            }
+        }
+        let waited = pre.messages().filter(|s| {
+            s.visible_at <= now
+                && heads_its_group(pre.messages(), s)
+                && post.message(s.id).is_some()
+                && !leased.iter().any(|m| m.id == s.id)
+        });
+        for s in waited {
+            if let Some(m) = met.iter().find(|m| key(m) > key(s)) {
+                return Err(format!(
+                    "receive met {} (ready since {}) while {} (ready since {}) waited",
+                    m.id, m.visible_at, s.id, s.visible_at
+                ));
+            }
+        }
+        // Room and budget.
+        let budget = max_bytes
+            .unwrap_or(MAX_RECEIVE_BYTES)
+            .min(MAX_RECEIVE_BYTES);
+        let bytes: u64 = leased.iter().map(|m| size(m)).sum();
         ensure!(
-            source.max_deliveries > 0
-                && dead.delivery_count == source.max_deliveries
-                && delivered == source.max_deliveries,
-            "message {} of {} dead-lettered after {delivered} deliveries (record says {}), max_deliveries is {}",
-            dead.source_id,
-            dead.source_queue,
-            dead.delivery_count,
-            source.max_deliveries
+            leased.len() <= *max as usize,
+            "receive of at most {max} leased {}",
+            leased.len()
         );
         ensure!(
-            self.bodies.get(&source_key) == Some(&delivery.body),
-            "dead letter {} in {queue} does not carry the body of {} of {}",
-            delivery.id,
-            dead.source_id,
-            dead.source_queue
+            leased.len() <= 1 || bytes <= budget,
+            "receive leased {} messages of {bytes} bytes, over its budget of {budget}",
+            leased.len()
         );
-        self.dead_lettered.insert(source_key);
+        if leased.len() < *max as usize {
+            if let Some(next) = first_ready(&post.messages().collect::<Vec<_>>(), now) {
+                ensure!(
+                    !leased.is_empty() && bytes + size(next) > budget,
+                    "receive stopped after {} of {max} messages ({bytes} of {budget} bytes) though message {} ({} bytes) was ready",
+                    leased.len(),
+                    next.id,
+                    size(next)
+                );
+                ensure!(
+                    next.expires_at > now && !spent(next),
+                    "receive stopped at its byte budget before message {}, which it should have removed",
+                    next.id
+                );
+            }
+        }
         Ok(())
     }
 
-    /// An ack or nack succeeded: it must have named the lease last handed out.
+    fn extended(
+        &mut self,
+        queue: &QueueName,
+        receipt: Receipt,
+        deadline: Timestamp,
+        visibility_ms: u64,
+    ) -> Result<(), String> {
+        ensure!(
+            deadline == self.clock.plus_ms(visibility_ms),
+            "extend of {receipt} set deadline {deadline}, not now {} + {visibility_ms}",
+            self.clock
+        );
+        let lease = self.leases.get_mut(&receipt.message);
+        ensure!(
+            lease
+                .as_ref()
+                .is_some_and(|l| l.queue == *queue && l.delivery == receipt.delivery),
+            "extend accepted {receipt}, which is not a lease handed out and still held"
+        );
+        lease.expect("checked").deadline = deadline;
+        Ok(())
+    }
+
+    /// A release ends the lease without counting it: the message is ready
+    /// again at once, where it was before that lease.
+    fn released(
+        &mut self,
+        queue: &QueueName,
+        receipt: Receipt,
+        post: &Queues,
+    ) -> Result<(), String> {
+        let lease = self.ended_lease(queue, receipt, "release")?;
+        let seen = self
+            .seen
+            .get_mut(&receipt.message)
+            .expect("leased, so seen");
+        ensure!(
+            seen.counted > 0,
+            "release of {receipt} with no counted delivery"
+        );
+        seen.counted -= 1;
+        let message = queue_in(post, queue)?.message(receipt.message);
+        ensure!(
+            message.is_some_and(|m| m.lease.is_none() && m.visible_at == lease.leased_at),
+            "release of {receipt} left {message:?}, not ready again since its lease began at {}",
+            lease.leased_at
+        );
+        Ok(())
+    }
+
+    /// An ack, nack or release succeeded: it must have named the lease last
+    /// handed out.
     fn ended_lease(
         &mut self,
         queue: &QueueName,
         receipt: Receipt,
         what: &str,
-    ) -> Result<Key, String> {
-        let key = (queue.clone(), receipt.message);
-        let lease = self.leases.remove(&key);
+    ) -> Result<ObservedLease, String> {
+        let lease = self.leases.remove(&receipt.message);
+        match lease {
+            Some(lease) if lease.queue == *queue && lease.delivery == receipt.delivery => Ok(lease),
+            _ => Err(format!(
+                "{what} accepted {receipt}, which is not a lease handed out and still held"
+            )),
+        }
+    }
+
+    /// A tick drops exactly the messages past their expiry that no one holds.
+    fn check_tick(&self, expired: u64, pre: &Queues, post: &Queues) -> Result<(), String> {
+        let now = self.clock;
+        let mut dropped = 0;
+        for queue in pre.iter() {
+            let after = queue_in(post, queue.name())?;
+            for m in queue.messages() {
+                let due = m.expires_at <= now && !in_flight(m, now);
+                let kept = after.message(m.id).is_some();
+                ensure!(
+                    kept != due,
+                    "tick at {now} {} message {} of {} (expires at {}, lease {:?})",
+                    if kept { "kept" } else { "dropped" },
+                    m.id,
+                    queue.name(),
+                    m.expires_at,
+                    m.lease
+                );
+                dropped += u64::from(!kept);
+            }
+        }
         ensure!(
-            lease.is_some_and(|l| l.delivery == receipt.delivery),
-            "{what} accepted {receipt}, which is not a lease handed out and still held"
+            expired == dropped,
+            "tick reports {expired} expired, but dropped {dropped}"
         );
-        Ok(key)
+        Ok(())
+    }
+
+    /// A purge removes exactly the messages no one holds, and the dedup ids
+    /// of the messages it removed.
+    fn check_purge(
+        &mut self,
+        name: &QueueName,
+        messages: u64,
+        pre: &Queues,
+        post: &Queues,
+    ) -> Result<(), String> {
+        let now = self.clock;
+        let (before, after) = (queue_in(pre, name)?, queue_in(post, name)?);
+        let mut removed = Vec::new();
+        for m in before.messages() {
+            let kept = after.message(m.id).is_some();
+            ensure!(
+                kept == in_flight(m, now),
+                "purge at {now} {} message {} of {name} (lease {:?})",
+                if kept { "kept" } else { "removed" },
+                m.id,
+                m.lease
+            );
+            if !kept {
+                removed.push(m.id);
+            }
+        }
+        ensure!(
+            messages == removed.len() as u64,
+            "purge reports {messages} messages, but removed {}",
+            removed.len()
+        );
+        self.dedup
+            .retain(|(queue, _), (first, _)| queue != name || !removed.contains(first));
+        Ok(())
+    }
+
+    /// The messages that left any queue: only those `leaving` allows, and
+    /// each for good.
+    fn departures(
+        &mut self,
+        command: &Command,
+        leaving: &Leaving,
+        pre: &Queues,
+        post: &Queues,
+    ) -> Result<(), String> {
+        let kind = command_kind(command);
+        let mut left: BTreeMap<QueueName, Vec<MessageId>> = BTreeMap::new();
+        for queue in pre.iter() {
+            let after = post.get(queue.name());
+            for message in queue.messages() {
+                if after.and_then(|q| q.message(message.id)).is_none() {
+                    left.entry(queue.name().clone())
+                        .or_default()
+                        .push(message.id);
+                }
+            }
+        }
+        match leaving {
+            Leaving::Nothing => ensure!(left.is_empty(), "{kind} removed {left:?}"),
+            Leaving::Exactly(ids) => {
+                let all: BTreeSet<MessageId> = left.values().flatten().copied().collect();
+                let expected: BTreeSet<MessageId> = ids.iter().copied().collect();
+                ensure!(
+                    all == expected,
+                    "{kind} removed {left:?}, not exactly {expected:?}"
+                );
+            }
+            Leaving::Oldest(name) => {
+                for (queue, ids) in &left {
+                    ensure!(
+                        queue == name,
+                        "{kind} of {name} removed {ids:?} from {queue}"
+                    );
+                    self.only_oldest(kind, queue, ids, post)?;
+                }
+            }
+            Leaving::From(name) => {
+                ensure!(
+                    left.keys().all(|queue| queue == name),
+                    "{kind} of {name} removed {left:?}"
+                );
+            }
+            Leaving::Redriven { dlq, moved } => {
+                for (queue, ids) in &left {
+                    if queue == dlq {
+                        ensure!(
+                            ids.len() as u64 == *moved,
+                            "redrive moved {moved} out of {dlq}, but {ids:?} left it"
+                        );
+                    } else {
+                        self.only_oldest(kind, queue, ids, post)?;
+                    }
+                }
+            }
+            Leaving::Checked => {}
+        }
+        for id in left.into_values().flatten() {
+            if let Some(seen) = self.seen.get_mut(&id) {
+                seen.gone = Some(kind);
+            }
+            self.leases.remove(&id);
+        }
+        Ok(())
+    }
+
+    /// Messages dropped to make room: only by a queue that drops the oldest,
+    /// and only its oldest.
+    fn only_oldest(
+        &self,
+        kind: &str,
+        queue: &QueueName,
+        ids: &[MessageId],
+        post: &Queues,
+    ) -> Result<(), String> {
+        ensure!(
+            self.configs[queue].overflow == Overflow::DropOldest,
+            "{kind} removed {ids:?} from {queue}, which does not drop the oldest to make room"
+        );
+        let oldest_kept = queue_in(post, queue)?.messages().next().map(|m| m.id);
+        ensure!(
+            oldest_kept.is_none_or(|kept| ids.iter().all(|id| *id < kept)),
+            "{kind} dropped {ids:?} from {queue} to make room but kept the older {oldest_kept:?}"
+        );
+        Ok(())
+    }
+
+    /// The messages that appeared in any queue: each has one of the ids this
+    /// command assigned, and was enqueued by it or moved in by it.
+    fn arrivals(
+        &mut self,
+        command: &Command,
+        first_new_id: u64,
+        moved_in: Option<&MovedIn>,
+        pre: &Queues,
+        post: &Queues,
+    ) -> Result<(), String> {
+        let assigned = first_new_id..self.next_id;
+        let mut moved = 0;
+        for queue in post.iter() {
+            let before = pre.get(queue.name());
+            for message in queue.messages() {
+                if before.and_then(|q| q.message(message.id)).is_some() {
+                    continue;
+                }
+                let id = message.id;
+                ensure!(
+                    assigned.contains(&id.0),
+                    "message {id} appeared in {}, but this command assigned ids {assigned:?}",
+                    queue.name()
+                );
+                match self.seen.get(&id) {
+                    Some(seen) => ensure!(
+                        seen.queue == *queue.name(),
+                        "message {id} enqueued into {} appeared in {}",
+                        seen.queue,
+                        queue.name()
+                    ),
+                    None => {
+                        moved += 1;
+                        self.moved_in(moved_in, queue.name(), message, pre, post)?;
+                    }
+                }
+            }
+        }
+        if let Some(MovedIn::DeadLetters { dlq, .. }) = moved_in {
+            ensure!(
+                moved == assigned.end - assigned.start,
+                "{} dead letters were due in {dlq}, {moved} arrived",
+                assigned.end - assigned.start
+            );
+        }
+        // Enqueued by this command, then dropped by it to make room.
+        for id in assigned.map(MessageId) {
+            if let Some(seen) = self.seen.get_mut(&id) {
+                if post.get(&seen.queue).and_then(|q| q.message(id)).is_none() {
+                    seen.gone = Some(command_kind(command));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A dead letter or a redriven message, as it arrived in `queue`.
+    fn moved_in(
+        &mut self,
+        moved_in: Option<&MovedIn>,
+        queue: &QueueName,
+        message: &Message,
+        pre: &Queues,
+        post: &Queues,
+    ) -> Result<(), String> {
+        let id = message.id;
+        let now = self.clock;
+        let Some(how) = moved_in else {
+            return Err(format!(
+                "message {id} appeared in {queue}, which nothing enqueued or moved there"
+            ));
+        };
+        let expires_at = now.plus_ms(lifetime_ms(&self.configs[queue]));
+        ensure!(
+            message.enqueued_at == now
+                && message.visible_at == now
+                && message.expires_at == expires_at
+                && message.delivery_count == 0
+                && message.released == 0
+                && message.lease.is_none()
+                && message.last_nack_reason.is_none(),
+            "message {id} moved into {queue} at {now} (to expire at {expires_at}) arrived as {message:?}"
+        );
+        let left = |name: &QueueName, id: MessageId| -> Option<&Message> {
+            let origin = pre.get(name)?.message(id)?;
+            post.get(name)
+                .is_none_or(|q| q.message(id).is_none())
+                .then_some(origin)
+        };
+        match how {
+            MovedIn::DeadLetters { source, dlq, max } => {
+                ensure!(
+                    queue == dlq,
+                    "dead letter {id} of {source} arrived in {queue}, not in {dlq}"
+                );
+                let Some(dead) = &message.dead_letter else {
+                    return Err(format!(
+                        "dead letter {id} in {queue} has no dead-letter record"
+                    ));
+                };
+                let origin = left(source, dead.source_id);
+                let seen = self.seen.get(&dead.source_id);
+                let (Some(origin), Some(seen)) = (origin, seen) else {
+                    return Err(format!(
+                        "dead letter {id} in {queue} names {} of {source}, which did not just leave it",
+                        dead.source_id
+                    ));
+                };
+                ensure!(
+                    dead.source_queue == *source
+                        && dead.dead_lettered_at == now
+                        && seen.queue == *source
+                        && *max > 0
+                        && dead.delivery_count >= *max
+                        && dead.delivery_count == seen.counted,
+                    "dead letter {id} in {queue} at {now} carries {dead:?}; {} of {source} was delivered {} times, max_deliveries {max}",
+                    dead.source_id,
+                    seen.counted
+                );
+                ensure!(
+                    message.body == origin.body
+                        && message.attributes == origin.attributes
+                        && message.group == origin.group
+                        && dead.reason == origin.last_nack_reason,
+                    "dead letter {id} does not carry what {} of {source} carried",
+                    dead.source_id
+                );
+            }
+            MovedIn::Redriven { dlq } => {
+                ensure!(
+                    message.dead_letter.is_none(),
+                    "redriven message {id} in {queue} keeps a dead-letter record"
+                );
+                let origin = pre
+                    .get(dlq)
+                    .into_iter()
+                    .flat_map(Queue::messages)
+                    .find(|m| m.body == message.body && left(dlq, m.id).is_some());
+                let Some(origin) = origin else {
+                    return Err(format!(
+                        "redriven message {id} in {queue} matches no message that left {dlq}"
+                    ));
+                };
+                ensure!(
+                    origin
+                        .dead_letter
+                        .as_ref()
+                        .is_some_and(|d| d.source_queue == *queue)
+                        && message.attributes == origin.attributes
+                        && message.group == origin.group,
+                    "message {} of {dlq} redriven to {queue} as {message:?}",
+                    origin.id
+                );
+            }
+        }
+        let seen = Seen {
+            queue: queue.clone(),
+            body: message.body.clone(),
+            leases: 0,
+            counted: 0,
+            expires_at,
+            delayed: false,
+            gone: None,
+        };
+        self.seen.insert(id, seen);
+        Ok(())
     }
 }
 
@@ -1137,7 +2175,18 @@ enum Target {
 struct MessageSpec {
     dedup: Option<u8>,
     group: Option<u8>,
-    delay_ms: Option<u64>,
+    delay: Option<DelaySpec>,
+}
+
+/// A delay, resolved when the step runs: fixed, or 1 ms below, at or above
+/// one of the limits of the queue's config, where refusals begin.
+#[derive(Clone, Copy, Debug)]
+enum DelaySpec {
+    Ms(u64),
+    /// The queue's message lifetime (TTL or retention) plus -1, 0 or 1 ms.
+    Lifetime(i8),
+    /// The queue's `max_delay_ms` plus -1, 0 or 1 ms.
+    MaxDelay(i8),
 }
 
 /// A receipt, chosen when the step runs from the deliveries seen so far.
@@ -1151,6 +2200,35 @@ enum Pick {
     Bogus { id: u64, delivery: u32 },
 }
 
+/// Where a patch points a queue's dead letters.
+#[derive(Clone, Copy, Debug)]
+enum DlqChoice {
+    /// Nowhere: detach the dead-letter queue.
+    Detach,
+    /// To this queue (missing or not).
+    To(Target),
+    /// To the queue being updated (refused).
+    Itself,
+}
+
+/// One option a patch sets; some values break a rule.
+#[derive(Clone, Debug)]
+enum PatchField {
+    Visibility(u64),
+    MaxDeliveries(u32),
+    DeadLetterQueue(DlqChoice),
+    Backoff { min: u64, max: u64 },
+    Ttl(Option<u64>),
+    Retention(u64),
+    MaxLength(Option<u64>),
+    MaxBytes(Option<u64>),
+    Overflow(Overflow),
+    MaxMessageBytes(u64),
+    DefaultDelay(DelaySpec),
+    MaxDelay(u64),
+    DedupWindow(u64),
+}
+
 #[derive(Clone, Debug)]
 enum Op {
     Enqueue {
@@ -1161,6 +2239,7 @@ enum Op {
         queue: Target,
         max: u32,
         visibility_ms: Option<u64>,
+        max_bytes: Option<u64>,
         consumer: u8,
     },
     Ack {
@@ -1170,13 +2249,17 @@ enum Op {
     Nack {
         queue: Target,
         picks: Vec<Pick>,
-        delay_ms: Option<u64>,
+        delay: Option<DelaySpec>,
         reason: Option<u8>,
     },
     Extend {
         queue: Target,
         picks: Vec<Pick>,
         visibility_ms: u64,
+    },
+    Release {
+        queue: Target,
+        picks: Vec<Pick>,
     },
     Tick,
     Redrive {
@@ -1185,6 +2268,27 @@ enum Op {
     },
     Purge {
         queue: Target,
+    },
+    Update {
+        queue: Target,
+        patch: Vec<PatchField>,
+    },
+    /// Deletes a queue and, if `recreate` and the delete went through,
+    /// creates it again at once with its scenario config (not in a batch).
+    Delete {
+        queue: Target,
+        recreate: bool,
+    },
+    /// Creates a queue of the scenario with its config: the first one that
+    /// is missing, or else the one `which` picks (then a no-op, or refused
+    /// when an update changed its config).
+    Create {
+        which: Index,
+    },
+    Register {
+        node: NodeId,
+        incarnation: u64,
+        cluster_id: u64,
     },
     Batch(Vec<Op>),
     /// Moves the test's clock forward; no command.
@@ -1216,9 +2320,14 @@ struct Scenario {
 }
 
 fn config() -> impl Strategy<Value = QueueConfig> {
+    let defaults = QueueConfig::default();
+    // Off (a zero minimum turns it off whatever the maximum), small, or the
+    // default one.
     let backoff = prop_oneof![
-        2 => Just((0u64, 0u64)),
-        1 => (0u64..=1_000).prop_flat_map(|min| (Just(min), min.max(1)..=min.max(100) * 8)),
+        3 => Just((0u64, 0u64)),
+        1 => (1u64..=8_000).prop_map(|max| (0, max)),
+        2 => (1u64..=1_000).prop_flat_map(|min| (Just(min), min..=min.max(100) * 8)),
+        1 => Just((defaults.retry_backoff_min_ms, defaults.retry_backoff_max_ms)),
     ];
     (
         1_000u64..=5_000,
@@ -1235,7 +2344,7 @@ fn config() -> impl Strategy<Value = QueueConfig> {
         ),
     )
         .prop_map(
-            |(
+            move |(
                 visibility,
                 max_deliveries,
                 (backoff_min, backoff_max),
@@ -1245,7 +2354,6 @@ fn config() -> impl Strategy<Value = QueueConfig> {
                 delay,
                 (max_length, max_bytes, overflow),
             )| {
-                let defaults = QueueConfig::default();
                 QueueConfig {
                     max_length,
                     max_bytes,
@@ -1259,7 +2367,7 @@ fn config() -> impl Strategy<Value = QueueConfig> {
                     dedup_window_ms: dedup,
                     default_delay_ms: delay,
                     max_delay_ms: MAX_DELAY_MS,
-                    ..defaults
+                    ..defaults.clone()
                 }
             },
         )
@@ -1273,21 +2381,30 @@ fn target() -> impl Strategy<Value = Target> {
     ]
 }
 
+/// Mostly a delay in `fixed`, sometimes one at a limit of the queue.
+fn delay(fixed: std::ops::RangeInclusive<u64>) -> impl Strategy<Value = DelaySpec> {
+    prop_oneof![
+        8 => fixed.prop_map(DelaySpec::Ms),
+        1 => (-1i8..=1).prop_map(DelaySpec::Lifetime),
+        1 => (-1i8..=1).prop_map(DelaySpec::MaxDelay),
+    ]
+}
+
 fn message_spec() -> impl Strategy<Value = MessageSpec> {
     let delay = prop_oneof![
         10 => Just(None),
-        4 => (0u64..=8_000).prop_map(Some),
-        1 => (MAX_DELAY_MS + 1..=2 * MAX_DELAY_MS).prop_map(Some),
+        4 => delay(0..=8_000).prop_map(Some),
+        1 => (MAX_DELAY_MS + 1..=2 * MAX_DELAY_MS).prop_map(|ms| Some(DelaySpec::Ms(ms))),
     ];
     (
         prop::option::weighted(0.3, 0u8..4),
         prop::option::weighted(0.35, 0u8..3),
         delay,
     )
-        .prop_map(|(dedup, group, delay_ms)| MessageSpec {
+        .prop_map(|(dedup, group, delay)| MessageSpec {
             dedup,
             group,
-            delay_ms,
+            delay,
         })
 }
 
@@ -1298,6 +2415,57 @@ fn picks() -> impl Strategy<Value = Vec<Pick>> {
         1 => (1u64..=30, 0u32..=5).prop_map(|(id, delivery)| Pick::Bogus { id, delivery }),
     ];
     prop::collection::vec(pick, 1..=4)
+}
+
+fn patch_field() -> impl Strategy<Value = PatchField> {
+    let dead_letter_queue = prop_oneof![
+        3 => Just(DlqChoice::Detach),
+        4 => Just(DlqChoice::To(Target::Dlq)),
+        2 => (0usize..2).prop_map(|i| DlqChoice::To(Target::Main(i))),
+        1 => Just(DlqChoice::To(Target::Missing)),
+        1 => Just(DlqChoice::Itself),
+    ];
+    let backoff = prop_oneof![
+        1 => Just((0u64, 0u64)),
+        1 => (1u64..=8_000).prop_map(|max| (0, max)),
+        2 => (1u64..=1_000, 1_000u64..=8_000),
+        1 => Just((1_000u64, 60_000u64)),
+        1 => (2_000u64..=3_000, 1u64..=1_000),
+    ];
+    prop_oneof![
+        2 => prop_oneof![9 => 1_000u64..=5_000, 1 => Just(10u64)].prop_map(PatchField::Visibility),
+        2 => (0u32..=4).prop_map(PatchField::MaxDeliveries),
+        2 => dead_letter_queue.prop_map(PatchField::DeadLetterQueue),
+        2 => backoff.prop_map(|(min, max)| PatchField::Backoff { min, max }),
+        2 => prop_oneof![
+            2 => Just(None),
+            5 => (2_000u64..=30_000).prop_map(Some),
+            1 => Just(Some(500u64)),
+        ]
+        .prop_map(PatchField::Ttl),
+        1 => prop_oneof![5 => 60_000u64..=180_000, 1 => Just(10u64)].prop_map(PatchField::Retention),
+        1 => prop_oneof![2 => Just(None), 4 => (1u64..=12).prop_map(Some), 1 => Just(Some(0u64))]
+            .prop_map(PatchField::MaxLength),
+        1 => prop_oneof![2 => Just(None), 4 => (10u64..=60).prop_map(Some), 1 => Just(Some(0u64))]
+            .prop_map(PatchField::MaxBytes),
+        1 => prop_oneof![Just(Overflow::Reject), Just(Overflow::DropOldest)]
+            .prop_map(PatchField::Overflow),
+        1 => prop_oneof![1 => 8u64..=16, 2 => Just(1024 * 1024), 1 => Just(0u64)]
+            .prop_map(PatchField::MaxMessageBytes),
+        2 => prop_oneof![1 => Just(DelaySpec::Ms(0)), 2 => delay(1..=3_000)]
+            .prop_map(PatchField::DefaultDelay),
+        1 => prop_oneof![3 => Just(MAX_DELAY_MS), 2 => 0u64..MAX_DELAY_MS, 1 => Just(MAX_RETENTION_MS + 1)]
+            .prop_map(PatchField::MaxDelay),
+        1 => prop_oneof![4 => 1_000u64..=10_000, 1 => Just(0u64)].prop_map(PatchField::DedupWindow),
+    ]
+}
+
+fn patch() -> impl Strategy<Value = Vec<PatchField>> {
+    prop_oneof![
+        1 => Just(Vec::new()),
+        6 => prop::collection::vec(patch_field(), 1..=1),
+        3 => prop::collection::vec(patch_field(), 2..=3),
+    ]
 }
 
 fn leaf_op() -> impl Strategy<Value = Op> {
@@ -1311,29 +2479,66 @@ fn leaf_op() -> impl Strategy<Value = Op> {
         4 => (1_000u64..=6_000).prop_map(Some),
         1 => Just(Some(MIN_VISIBILITY_TIMEOUT_MS - 1)),
     ];
+    // Bodies and attributes are a few bytes each: a budget of up to 24
+    // bytes stops a receive after one to a few messages.
+    let budget = prop_oneof![
+        14 => Just(None),
+        5 => (1u64..=24).prop_map(Some),
+        1 => Just(Some(0u64)),
+        1 => Just(Some(u64::MAX)),
+    ];
     let nack_delay = prop_oneof![
         5 => Just(None),
-        4 => (0u64..=3_000).prop_map(Some),
-        1 => Just(Some(MAX_DELAY_MS + 1)),
+        4 => delay(0..=3_000).prop_map(Some),
+        1 => Just(Some(DelaySpec::Ms(MAX_DELAY_MS + 1))),
     ];
     let extend_visibility = prop_oneof![12 => 1_000u64..=6_000, 1 => Just(0u64)];
     let redrive_max = prop_oneof![6 => 1u32..=5, 1 => Just(0u32)];
+    let register = (
+        1u64..=3,
+        select(vec![0u64, 11, 12]),
+        select(vec![0u64, 7, 8]),
+    );
+    // A delete wipes a queue's messages: mostly try the dead-letter queue
+    // (refused while in use) or a missing one.
+    let doomed = prop_oneof![
+        2 => (0usize..2).prop_map(Target::Main),
+        2 => Just(Target::Dlq),
+        1 => Just(Target::Missing),
+    ];
+    // Receives take from the dead-letter queue a little more often than
+    // other commands name it, so that dead letters are delivered.
+    let source = prop_oneof![
+        14 => (0usize..2).prop_map(Target::Main),
+        5 => Just(Target::Dlq),
+        1 => Just(Target::Missing),
+    ];
     prop_oneof![
         25 => (target(), messages).prop_map(|(queue, messages)| Op::Enqueue { queue, messages }),
-        22 => (target(), max, receive_visibility, 0u8..3).prop_map(
-            |(queue, max, visibility_ms, consumer)| Op::Receive { queue, max, visibility_ms, consumer }
+        22 => (source, max, receive_visibility, budget, 0u8..3).prop_map(
+            |(queue, max, visibility_ms, max_bytes, consumer)| Op::Receive {
+                queue, max, visibility_ms, max_bytes, consumer
+            }
         ),
         12 => (target(), picks()).prop_map(|(queue, picks)| Op::Ack { queue, picks }),
         6 => (target(), picks(), nack_delay, prop::option::weighted(0.5, 0u8..3)).prop_map(
-            |(queue, picks, delay_ms, reason)| Op::Nack { queue, picks, delay_ms, reason }
+            |(queue, picks, delay, reason)| Op::Nack { queue, picks, delay, reason }
         ),
         5 => (target(), picks(), extend_visibility).prop_map(
             |(queue, picks, visibility_ms)| Op::Extend { queue, picks, visibility_ms }
         ),
+        4 => (target(), picks()).prop_map(|(queue, picks)| Op::Release { queue, picks }),
         6 => Just(Op::Tick),
         3 => (prop_oneof![4 => Just(Target::Dlq), 1 => target()], redrive_max)
             .prop_map(|(dlq, max)| Op::Redrive { dlq, max }),
         1 => target().prop_map(|queue| Op::Purge { queue }),
+        2 => (target(), patch()).prop_map(|(queue, patch)| Op::Update { queue, patch }),
+        1 => (doomed, prop::bool::weighted(0.9))
+            .prop_map(|(queue, recreate)| Op::Delete { queue, recreate }),
+        1 => any::<Index>().prop_map(|which| Op::Create { which }),
+        1 => register.prop_map(|(node, incarnation, cluster_id)| Op::Register {
+            node, incarnation, cluster_id
+        }),
     ]
 }
 
@@ -1356,40 +2561,67 @@ fn op() -> impl Strategy<Value = Op> {
 fn scenario() -> impl Strategy<Value = Scenario> {
     let step = (op(), prop_oneof![12 => Just(0u64), 1 => 1u64..=3_000])
         .prop_map(|(op, lag_ms)| Step { op, lag_ms });
+    // Dead-letter queues mostly keep their messages as long as the default
+    // retention, so that dead letters live to be delivered and redriven.
+    let dlq = (config(), prop::bool::weighted(0.7)).prop_map(|(config, keep)| QueueConfig {
+        message_ttl_ms: config.message_ttl_ms.filter(|_| !keep),
+        retention_ms: if keep {
+            QueueConfig::default().retention_ms
+        } else {
+            config.retention_ms
+        },
+        ..config
+    });
     (
         prop::collection::vec((config(), prop::bool::weighted(0.7)), 1..=2),
-        config(),
+        dlq,
         prop::collection::vec(step, 1..=300),
     )
         .prop_map(|(mains, dlq, steps)| Scenario { mains, dlq, steps })
 }
 
 // ---------------------------------------------------------------------------
-// Running a scenario.
+// Coverage.
 // ---------------------------------------------------------------------------
 
 /// Every transition the generator should reach, by the name [`Coverage`]
 /// counts it under.
-const TRANSITIONS: [&str; 22] = [
+const TRANSITIONS: &[&str] = &[
     "queue full",
     "dropped oldest",
     "duplicate enqueue",
     "delayed enqueue",
+    "delay refused for reaching the TTL",
     "grouped delivery",
     "redelivery",
+    "redelivery behind an earlier-ready message",
+    "delivery after a release",
+    "receive cut by its byte budget",
     "ack",
     "nack",
     "extend",
+    "release",
     "stale receipt",
     "unknown receipt",
+    "stale release",
+    "unknown release",
     "expired by receive",
     "expired by tick",
+    "leased message kept past its TTL",
     "dedup id trimmed",
     "dead-lettered to a DLQ",
-    "dead letter dropped (no DLQ)",
+    "dropped at max_deliveries (no DLQ)",
     "dead letter delivered",
     "redriven",
     "purged",
+    "purge kept a leased message",
+    "purge cleared a dedup entry",
+    "update applied",
+    "empty update applied",
+    "update refused",
+    "queue deleted",
+    "delete refused: DLQ in use",
+    "node registered",
     "invalid argument",
     "missing queue",
     "lagging now",
@@ -1402,7 +2634,7 @@ struct Coverage(BTreeMap<&'static str, u64>);
 
 impl Coverage {
     fn add(&mut self, transition: &'static str, count: u64) {
-        debug_assert!(
+        assert!(
             TRANSITIONS.contains(&transition),
             "unknown transition {transition}"
         );
@@ -1418,7 +2650,8 @@ impl Coverage {
     /// The transitions that never happened.
     fn missing(&self) -> Vec<&'static str> {
         TRANSITIONS
-            .into_iter()
+            .iter()
+            .copied()
             .filter(|t| self.0.get(t).copied().unwrap_or(0) == 0)
             .collect()
     }
@@ -1426,27 +2659,61 @@ impl Coverage {
     fn receipt<T>(&mut self, what: &'static str, result: &Result<T, Refusal>) {
         match result {
             Ok(_) => self.add(what, 1),
+            Err(Refusal::ReceiptStale(_)) if what == "release" => self.add("stale release", 1),
+            Err(Refusal::ReceiptUnknown(_)) if what == "release" => self.add("unknown release", 1),
             Err(Refusal::ReceiptStale(_)) => self.add("stale receipt", 1),
             Err(Refusal::ReceiptUnknown(_)) => self.add("unknown receipt", 1),
             Err(_) => {}
         }
     }
 
-    fn record(
-        &mut self,
-        command: &Command,
-        response: &Response,
-        has_dlq: &dyn Fn(&QueueName) -> bool,
-    ) {
+    /// A delay refused because it reaches the message lifetime, though
+    /// within `max_delay_ms`.
+    fn delay_refused(&mut self, pre: &Queues, queue: &QueueName, delay_ms: u64) {
+        let Some(config) = pre.get(queue).map(Queue::config) else {
+            return;
+        };
+        if delay_ms > 0 && delay_ms <= config.max_delay_ms && delay_ms >= lifetime_ms(config) {
+            self.add("delay refused for reaching the TTL", 1);
+        }
+    }
+
+    /// Counts one command (not a batch) given the state before and after it.
+    fn record(&mut self, command: &Command, response: &Response, pre: &Queues, post: &Queues) {
+        let now = post.clock();
         match (command, response) {
-            (_, Response::Refused(Refusal::InvalidArgument(_))) => self.add("invalid argument", 1),
-            (_, Response::Refused(Refusal::QueueNotFound(_))) => self.add("missing queue", 1),
-            (Command::Batch(commands), Response::Batch(responses)) => {
-                for (command, response) in commands.iter().zip(responses) {
-                    self.record(command, response, has_dlq);
+            (_, Response::Refused(Refusal::InvalidArgument(_))) => {
+                self.add("invalid argument", 1);
+                match command {
+                    Command::UpdateQueue { .. } => self.add("update refused", 1),
+                    Command::Nack {
+                        queue,
+                        delay_ms: Some(delay),
+                        ..
+                    } => self.delay_refused(pre, queue, *delay),
+                    _ => {}
                 }
             }
-            (Command::Enqueue { messages, .. }, Response::Enqueued(results)) => {
+            (_, Response::Refused(Refusal::QueueNotFound(_))) => self.add("missing queue", 1),
+            (_, Response::Refused(Refusal::DeadLetterQueueInUse { .. })) => {
+                self.add("delete refused: DLQ in use", 1)
+            }
+            (Command::UpdateQueue { patch, .. }, Response::QueueUpdated { .. }) => {
+                self.add("update applied", 1);
+                self.add("empty update applied", u64::from(patch.is_empty()));
+            }
+            (Command::DeleteQueue { .. }, Response::QueueDeleted { .. }) => {
+                self.add("queue deleted", 1)
+            }
+            (Command::RegisterNode { .. }, Response::NodeRegistered) => {
+                self.add("node registered", 1)
+            }
+            (
+                Command::Enqueue {
+                    queue, messages, ..
+                },
+                Response::Enqueued(results),
+            ) => {
                 for (new, result) in messages.iter().zip(results) {
                     match result {
                         Ok(enqueued) if enqueued.duplicate => self.add("duplicate enqueue", 1),
@@ -1455,47 +2722,29 @@ impl Coverage {
                         }
                         Ok(_) => {}
                         Err(Refusal::QueueFull { .. }) => self.add("queue full", 1),
-                        Err(_) => self.add("invalid argument", 1),
+                        Err(_) => {
+                            self.add("invalid argument", 1);
+                            if let Some(delay) = new.delay_ms {
+                                self.delay_refused(pre, queue, delay);
+                            }
+                        }
                     }
                 }
             }
-            (
-                Command::Receive { queue, .. },
-                Response::Received {
-                    deliveries,
-                    dead_lettered,
-                    expired,
-                },
-            ) => {
-                self.add("expired by receive", *expired);
-                if has_dlq(queue) {
-                    self.add("dead-lettered to a DLQ", *dead_lettered);
-                } else {
-                    self.add("dead letter dropped (no DLQ)", *dead_lettered);
-                }
-                for delivery in deliveries {
-                    self.add("grouped delivery", u64::from(delivery.group.is_some()));
-                    self.add("redelivery", u64::from(delivery.delivery_count > 1));
-                    self.add(
-                        "dead letter delivered",
-                        u64::from(delivery.dead_letter.is_some()),
-                    );
-                }
+            (Command::Receive { .. }, Response::Received { .. }) => {
+                self.received(command, response, pre, post, now)
             }
             (Command::Ack { .. }, Response::Acked(results)) => {
-                results
-                    .iter()
-                    .for_each(|result| self.receipt("ack", result));
+                results.iter().for_each(|r| self.receipt("ack", r));
             }
             (Command::Nack { .. }, Response::Nacked(results)) => {
-                results
-                    .iter()
-                    .for_each(|result| self.receipt("nack", result));
+                results.iter().for_each(|r| self.receipt("nack", r));
             }
             (Command::Extend { .. }, Response::Extended(results)) => {
-                results
-                    .iter()
-                    .for_each(|result| self.receipt("extend", result));
+                results.iter().for_each(|r| self.receipt("extend", r));
+            }
+            (Command::Release { .. }, Response::Released(results)) => {
+                results.iter().for_each(|r| self.receipt("release", r));
             }
             (
                 Command::Tick { .. },
@@ -1506,14 +2755,152 @@ impl Coverage {
             ) => {
                 self.add("expired by tick", *expired);
                 self.add("dedup id trimmed", *dedup_trimmed);
+                let kept = post
+                    .iter()
+                    .flat_map(Queue::messages)
+                    .filter(|m| m.expires_at <= now)
+                    .count();
+                self.add("leased message kept past its TTL", kept as u64);
             }
             (Command::Redrive { .. }, Response::Redriven { moved, .. }) => {
                 self.add("redriven", *moved);
             }
-            (Command::Purge { .. }, Response::Purged { messages }) => self.add("purged", *messages),
+            (Command::Purge { name, .. }, Response::Purged { messages }) => {
+                self.add("purged", *messages);
+                if let (Some(before), Some(after)) = (pre.get(name), post.get(name)) {
+                    self.add("purge kept a leased message", after.len());
+                    let cleared = before.dedup_entries().count() - after.dedup_entries().count();
+                    self.add("purge cleared a dedup entry", cleared as u64);
+                }
+            }
             _ => {}
         }
     }
+
+    fn received(
+        &mut self,
+        command: &Command,
+        response: &Response,
+        pre: &Queues,
+        post: &Queues,
+        now: Timestamp,
+    ) {
+        let (
+            Command::Receive { queue, max, .. },
+            Response::Received {
+                deliveries,
+                dead_lettered,
+                dropped,
+                expired,
+            },
+        ) = (command, response)
+        else {
+            return;
+        };
+        self.add("expired by receive", *expired);
+        self.add("dead-lettered to a DLQ", *dead_lettered);
+        self.add("dropped at max_deliveries (no DLQ)", dropped.len() as u64);
+        for delivery in deliveries {
+            self.add("grouped delivery", u64::from(delivery.group.is_some()));
+            self.add("redelivery", u64::from(delivery.delivery_count > 1));
+            self.add(
+                "delivery after a release",
+                u64::from(delivery.receipt.delivery > delivery.delivery_count),
+            );
+            self.add(
+                "dead letter delivered",
+                u64::from(delivery.dead_letter.is_some()),
+            );
+        }
+        let (Some(before), Some(after)) = (pre.get(queue), post.get(queue)) else {
+            return;
+        };
+        if deliveries.len() < *max as usize
+            && first_ready(&after.messages().collect::<Vec<_>>(), now).is_some()
+        {
+            self.add("receive cut by its byte budget", 1);
+        }
+        // A message leased before, ready again, that waited behind (or
+        // after) a younger message that became ready before it.
+        let position = |id: MessageId| deliveries.iter().position(|d| d.id == id);
+        let behind = deliveries.iter().enumerate().any(|(i, young)| {
+            before.messages().any(|old| {
+                old.id < young.id
+                    && old.delivery_count > 0
+                    && old.visible_at <= now
+                    && heads_its_group(before.messages(), old)
+                    && match position(old.id) {
+                        Some(j) => j > i,
+                        None => after.message(old.id).is_some(),
+                    }
+            })
+        });
+        self.add(
+            "redelivery behind an earlier-ready message",
+            u64::from(behind),
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Running a scenario.
+// ---------------------------------------------------------------------------
+
+/// A record as `drain_changes` hands it over, owned.
+#[derive(Debug, PartialEq)]
+enum Stored {
+    Queue(QueueMeta),
+    Message(Message),
+    Dedup(DedupEntry),
+}
+
+/// The record `key` names in `queues`, if any.
+fn stored(queues: &Queues, key: &Key) -> Option<Stored> {
+    match key {
+        Key::Queue(name) => queues.get(name).map(|q| Stored::Queue(q.meta.clone())),
+        Key::Message(name, id) => queues.get(name)?.message(*id).cloned().map(Stored::Message),
+        Key::Dedup(name, dedup_id) => queues
+            .get(name)?
+            .dedup_entry(dedup_id)
+            .cloned()
+            .map(Stored::Dedup),
+        Key::Applied => None,
+    }
+}
+
+/// The keys of the queue, message and dedup records that differ between two
+/// states.
+fn changed_keys(pre: &Queues, post: &Queues) -> Vec<Key> {
+    let names: BTreeSet<&QueueName> = pre.iter().chain(post.iter()).map(Queue::name).collect();
+    let mut keys = Vec::new();
+    for name in names {
+        let (before, after) = (pre.get(name), post.get(name));
+        if before.map(|q| &q.meta) != after.map(|q| &q.meta) {
+            keys.push(Key::Queue(name.clone()));
+        }
+        let ids: BTreeSet<MessageId> = before
+            .into_iter()
+            .chain(after)
+            .flat_map(|q| q.messages().map(|m| m.id))
+            .collect();
+        for id in ids {
+            if before.and_then(|q| q.message(id)) != after.and_then(|q| q.message(id)) {
+                keys.push(Key::Message(name.clone(), id));
+            }
+        }
+        let dedup_ids: BTreeSet<&String> = before
+            .into_iter()
+            .chain(after)
+            .flat_map(|q| q.dedup_entries().map(|(id, _)| id))
+            .collect();
+        for dedup_id in dedup_ids {
+            let entry = |q: &Queue| q.dedup_entry(dedup_id).cloned();
+            if before.and_then(entry) != after.and_then(entry) {
+                keys.push(Key::Dedup(name.clone(), dedup_id.clone()));
+            }
+        }
+    }
+    keys
 }
 
 /// The real queues, the model and the observer, driven step by step.
@@ -1526,6 +2913,8 @@ struct Harness {
     now: u64,
     mains: Vec<QueueName>,
     dlq: QueueName,
+    /// Each queue of the scenario with the config it is created with.
+    creates: Vec<(QueueName, QueueConfig)>,
     /// Every receipt handed out, per queue, oldest first.
     receipts: HashMap<QueueName, Vec<Receipt>>,
     /// One line per command or time jump, for failure messages.
@@ -1540,13 +2929,14 @@ impl Harness {
         Harness {
             real: Queues::new(),
             model: Model::default(),
-            observer: Observer::default(),
+            observer: Observer::new(),
             coverage: Coverage::default(),
             now: START_MS,
             mains: (1..=mains)
                 .map(|i| QueueName::new(format!("q{i}")))
                 .collect(),
             dlq: QueueName::new("dlq"),
+            creates: Vec::new(),
             receipts: HashMap::new(),
             log: Vec::new(),
             step: 0,
@@ -1581,11 +2971,59 @@ impl Harness {
         }
     }
 
+    /// A delay for `queue`, at its limits as its config is now.
+    fn delay(&self, queue: &QueueName, delay: DelaySpec) -> u64 {
+        let config = self.model.queue(queue).map(|q| &q.meta.config);
+        match delay {
+            DelaySpec::Ms(ms) => ms,
+            DelaySpec::Lifetime(offset) => config
+                .map_or(SECOND_MS, lifetime_ms)
+                .saturating_add_signed(offset.into()),
+            DelaySpec::MaxDelay(offset) => config
+                .map_or(MAX_DELAY_MS, |c| c.max_delay_ms)
+                .saturating_add_signed(offset.into()),
+        }
+    }
+
+    fn patch(&self, queue: &QueueName, fields: &[PatchField]) -> QueueConfigPatch {
+        let mut patch = QueueConfigPatch::default();
+        for field in fields {
+            match field {
+                PatchField::Visibility(ms) => patch.visibility_timeout_ms = Some(*ms),
+                PatchField::MaxDeliveries(max) => patch.max_deliveries = Some(*max),
+                PatchField::DeadLetterQueue(choice) => {
+                    patch.dead_letter_queue = Some(match choice {
+                        DlqChoice::Detach => None,
+                        DlqChoice::To(target) => Some(self.target(*target)),
+                        DlqChoice::Itself => Some(queue.clone()),
+                    });
+                }
+                PatchField::Backoff { min, max } => {
+                    patch.retry_backoff_min_ms = Some(*min);
+                    patch.retry_backoff_max_ms = Some(*max);
+                }
+                PatchField::Ttl(ttl) => patch.message_ttl_ms = Some(*ttl),
+                PatchField::Retention(ms) => patch.retention_ms = Some(*ms),
+                PatchField::MaxLength(max) => patch.max_length = Some(*max),
+                PatchField::MaxBytes(max) => patch.max_bytes = Some(*max),
+                PatchField::Overflow(overflow) => patch.overflow = Some(*overflow),
+                PatchField::MaxMessageBytes(max) => patch.max_message_bytes = Some(*max),
+                PatchField::DefaultDelay(delay) => {
+                    patch.default_delay_ms = Some(self.delay(queue, *delay));
+                }
+                PatchField::MaxDelay(ms) => patch.max_delay_ms = Some(*ms),
+                PatchField::DedupWindow(ms) => patch.dedup_window_ms = Some(*ms),
+            }
+        }
+        patch
+    }
+
     /// Turns a generated operation into a command, drawing receipts and
     /// bodies now.
     fn command(&mut self, op: &Op, now: Timestamp) -> Command {
         match op {
             Op::Enqueue { queue, messages } => {
+                let queue = self.target(*queue);
                 let messages = messages
                     .iter()
                     .map(|spec| {
@@ -1599,12 +3037,12 @@ impl Harness {
                             attributes,
                             dedup_id: spec.dedup.map(|d| format!("d{d}")),
                             group: spec.group.map(|g| format!("g{g}")),
-                            delay_ms: spec.delay_ms,
+                            delay_ms: spec.delay.map(|d| self.delay(&queue, d)),
                         }
                     })
                     .collect();
                 Command::Enqueue {
-                    queue: self.target(*queue),
+                    queue,
                     messages,
                     now,
                 }
@@ -1613,11 +3051,13 @@ impl Harness {
                 queue,
                 max,
                 visibility_ms,
+                max_bytes,
                 consumer,
             } => Command::Receive {
                 queue: self.target(*queue),
                 max: *max,
                 visibility_ms: *visibility_ms,
+                max_bytes: *max_bytes,
                 consumer: format!("c{consumer}"),
                 now,
             },
@@ -1629,7 +3069,7 @@ impl Harness {
             Op::Nack {
                 queue,
                 picks,
-                delay_ms,
+                delay,
                 reason,
             } => {
                 let queue = self.target(*queue);
@@ -1639,10 +3079,11 @@ impl Harness {
                     1 => "bad input".to_string(),
                     _ => "x".repeat(MAX_REASON_BYTES + 1),
                 });
+                let delay_ms = delay.map(|d| self.delay(&queue, d));
                 Command::Nack {
                     queue,
                     receipts,
-                    delay_ms: *delay_ms,
+                    delay_ms,
                     reason,
                     now,
                 }
@@ -1661,6 +3102,11 @@ impl Harness {
                     now,
                 }
             }
+            Op::Release { queue, picks } => {
+                let queue = self.target(*queue);
+                let receipts = picks.iter().map(|p| self.pick(&queue, p)).collect();
+                Command::Release { queue, receipts }
+            }
             Op::Tick => Command::Tick { now },
             Op::Redrive { dlq, max } => Command::Redrive {
                 dlq: self.target(*dlq),
@@ -1669,6 +3115,37 @@ impl Harness {
             },
             Op::Purge { queue } => Command::Purge {
                 name: self.target(*queue),
+                now,
+            },
+            Op::Update { queue, patch } => {
+                let name = self.target(*queue);
+                let patch = self.patch(&name, patch);
+                Command::UpdateQueue { name, patch }
+            }
+            Op::Delete { queue, .. } => Command::DeleteQueue {
+                name: self.target(*queue),
+            },
+            Op::Create { which } => {
+                let missing = self
+                    .creates
+                    .iter()
+                    .find(|(name, _)| self.model.queue(name).is_none());
+                let (name, config) =
+                    missing.unwrap_or(&self.creates[which.index(self.creates.len())]);
+                Command::CreateQueue {
+                    name: name.clone(),
+                    config: config.clone(),
+                    now,
+                }
+            }
+            Op::Register {
+                node,
+                incarnation,
+                cluster_id,
+            } => Command::RegisterNode {
+                node: *node,
+                incarnation: *incarnation,
+                cluster_id: *cluster_id,
             },
             Op::Batch(ops) => Command::Batch(ops.iter().map(|op| self.command(op, now)).collect()),
             Op::Advance(_) | Op::AdvanceToEvent { .. } => {
@@ -1696,18 +3173,23 @@ impl Harness {
     fn setup(&mut self, scenario: &Scenario) -> Result<(), String> {
         let now = Timestamp(self.now);
         let dlq = self.dlq.clone();
-        let mut creates = vec![Command::CreateQueue {
-            name: dlq.clone(),
-            config: scenario.dlq.clone(),
-            now,
-        }];
+        self.creates = vec![(dlq.clone(), scenario.dlq.clone())];
         for (name, (config, dead_letters)) in self.mains.clone().into_iter().zip(&scenario.mains) {
             let config = QueueConfig {
                 dead_letter_queue: dead_letters.then(|| dlq.clone()),
                 ..config.clone()
             };
-            creates.push(Command::CreateQueue { name, config, now });
+            self.creates.push((name, config));
         }
+        let mut creates: Vec<Command> = self
+            .creates
+            .iter()
+            .map(|(name, config)| Command::CreateQueue {
+                name: name.clone(),
+                config: config.clone(),
+                now,
+            })
+            .collect();
         // The same create again is a no-op.
         creates.push(creates[0].clone());
         for command in creates {
@@ -1743,7 +3225,21 @@ impl Harness {
         }
         let now = Timestamp(self.now.saturating_sub(step.lag_ms));
         let command = self.command(&step.op, now);
-        self.apply(command)
+        self.apply(command)?;
+        if let Op::Delete {
+            queue,
+            recreate: true,
+        } = step.op
+        {
+            let name = self.target(queue);
+            let deleted = self.model.queue(&name).is_none();
+            let config = self.creates.iter().find(|(n, _)| *n == name);
+            if let Some((_, config)) = config.filter(|_| deleted) {
+                let config = config.clone();
+                self.apply(Command::CreateQueue { name, config, now })?;
+            }
+        }
+        Ok(())
     }
 
     /// Applies one command to both sides and checks everything.
@@ -1751,8 +3247,10 @@ impl Harness {
         self.note(describe(&command));
         let drops_before = self.model.overflow_drops();
         let expected = self.model.apply(&command);
-        self.coverage
-            .add("dropped oldest", self.model.overflow_drops() - drops_before);
+        // Saturating: a delete takes its queue's drops out of the sum.
+        let drops = self.model.overflow_drops().saturating_sub(drops_before);
+        self.coverage.add("dropped oldest", drops);
+        let pre = self.real.clone();
         let actual = self.real.apply(command.clone());
         if normalize(actual.clone()) != expected {
             return Err(format!(
@@ -1762,28 +3260,103 @@ impl Harness {
         self.real
             .check_indexes()
             .map_err(|err| format!("check_indexes: {err}"))?;
+        self.check_changes(&pre)?;
         self.compare_state()?;
+        self.compare_wakeups()?;
         self.compare_stats(Timestamp(self.model.clock))?;
-        self.observer
-            .observe(&command, &actual, &self.real)
-            .map_err(|err| format!("invariant broken: {err}"))?;
+        self.observe(&command, &actual, pre)?;
         self.remember_receipts(&command, &actual);
-        let dead_letters = |name: &QueueName| {
-            self.model
-                .queue(name)
-                .is_some_and(|q| q.meta.config.dead_letter_queue.is_some())
-        };
-        self.coverage.record(&command, &actual, &dead_letters);
         Ok(())
     }
 
-    /// The clock, each queue's metadata, messages and dedup entries.
-    fn compare_state(&self) -> Result<(), String> {
+    /// Hands each command, with the state before and after it, to the
+    /// observer and the coverage. A batch is replayed command by command on
+    /// a copy of the state before it, which must end where the batch did.
+    fn observe(
+        &mut self,
+        command: &Command,
+        response: &Response,
+        pre: Queues,
+    ) -> Result<(), String> {
+        let Harness {
+            real,
+            observer,
+            coverage,
+            ..
+        } = self;
+        let mut check = |command: &Command, response: &Response, pre: &Queues, post: &Queues| {
+            observer
+                .observe(command, response, pre, post)
+                .map_err(|err| format!("invariant broken by {command}: {err}"))?;
+            coverage.record(command, response, pre, post);
+            Ok::<(), String>(())
+        };
+        let (Command::Batch(commands), Response::Batch(responses)) = (command, response) else {
+            return check(command, response, &pre, real);
+        };
+        let mut state = pre;
+        for (command, response) in commands.iter().zip(responses) {
+            let before = state.clone();
+            let alone = state.apply(command.clone());
+            ensure!(
+                alone == *response,
+                "{command} answered {response:?} in a batch, but {alone:?} alone"
+            );
+            check(command, response, &before, &state)?;
+        }
         ensure!(
-            self.real.clock() == Timestamp(self.model.clock),
-            "clock is {} but the model's is {}",
-            self.real.clock(),
-            self.model.clock
+            state.digest() == real.digest(),
+            "a batch's commands applied one by one end in another state than the batch"
+        );
+        Ok(())
+    }
+
+    /// `drain_changes` hands over every record the command changed, each as
+    /// it now is, and the digest changed exactly when the state did.
+    fn check_changes(&mut self, pre: &Queues) -> Result<(), String> {
+        let mut drained: BTreeMap<Key, Option<Stored>> = BTreeMap::new();
+        self.real.drain_changes(|key, record| {
+            let record = record.map(|record| match record {
+                Record::Queue(meta) => Stored::Queue(meta.clone()),
+                Record::Message(message) => Stored::Message(message.clone()),
+                Record::Dedup(entry) => Stored::Dedup(entry.clone()),
+            });
+            drained.insert(key, record);
+        });
+        for (key, record) in &drained {
+            let now = stored(&self.real, key);
+            ensure!(
+                *record == now,
+                "drain_changes hands over {key:?} as {record:?}, but it is {now:?}"
+            );
+        }
+        let changed = changed_keys(pre, &self.real);
+        for key in &changed {
+            ensure!(
+                drained.contains_key(key),
+                "{key:?} changed, but drain_changes does not hand it over"
+            );
+        }
+        // The digest covers the globals and every record, and nothing else.
+        let globals_changed = pre.globals() != self.real.globals();
+        let digest_changed = pre.digest() != self.real.digest();
+        ensure!(
+            digest_changed == (globals_changed || !changed.is_empty()),
+            "the digest {} though the globals {} and {} records changed",
+            if digest_changed { "changed" } else { "stayed" },
+            if globals_changed { "changed" } else { "stayed" },
+            changed.len()
+        );
+        Ok(())
+    }
+
+    /// The globals (clock, id counter, cluster record), each queue's
+    /// metadata, messages and dedup entries.
+    fn compare_state(&self) -> Result<(), String> {
+        let (globals, model_globals) = (self.real.globals(), self.model.globals());
+        ensure!(
+            globals == model_globals,
+            "globals differ\n  real:  {globals:?}\n  model: {model_globals:?}"
         );
         let names: Vec<&QueueName> = self.real.iter().map(|q| q.name()).collect();
         let model_names: Vec<&QueueName> = self.model.queues.iter().map(|q| &q.meta.name).collect();
@@ -1829,6 +3402,39 @@ impl Harness {
         Ok(())
     }
 
+    /// When the node would act next: the next tick is due exactly when the
+    /// model says, and no queue's `next_visible_at` (what a waiting receive
+    /// sleeps until) is later than the first instant a receive would find a
+    /// message, the earliest `visible_at` of a group head.
+    fn compare_wakeups(&self) -> Result<(), String> {
+        let (due, model_due) = (expire::next_due(&self.real), self.model.next_due());
+        ensure!(
+            due == model_due,
+            "the next tick is due at {due:?}, the model says at {model_due:?}"
+        );
+        let now = Timestamp(self.model.clock);
+        for queue in &self.model.queues {
+            let name = &queue.meta.name;
+            let wake = self.real.get(name).expect("compared").next_visible_at(now);
+            let ready_at = queue
+                .messages
+                .iter()
+                .filter(|m| heads_its_group(queue.messages.iter(), m))
+                .map(|m| m.visible_at.max(now))
+                .min();
+            let in_time = match (wake, ready_at) {
+                (None, None) => true,
+                (Some(wake), Some(ready_at)) => wake <= ready_at,
+                _ => false,
+            };
+            ensure!(
+                in_time,
+                "next_visible_at({now}) of {name} is {wake:?}, but a receive first finds a message at {ready_at:?}"
+            );
+        }
+        Ok(())
+    }
+
     fn compare_stats(&self, at: Timestamp) -> Result<(), String> {
         for queue in &self.model.queues {
             let name = &queue.meta.name;
@@ -1865,6 +3471,60 @@ impl Harness {
         }
         text
     }
+}
+
+/// The options a patch sets, as `name=value`.
+fn describe_patch(patch: &QueueConfigPatch) -> String {
+    let QueueConfigPatch {
+        visibility_timeout_ms,
+        max_deliveries,
+        dead_letter_queue,
+        retry_backoff_min_ms,
+        retry_backoff_max_ms,
+        message_ttl_ms,
+        retention_ms,
+        max_length,
+        max_bytes,
+        overflow,
+        max_message_bytes,
+        default_delay_ms,
+        max_delay_ms,
+        dedup_window_ms,
+    } = patch;
+    let mut fields = Vec::new();
+    let mut set = |name: &str, value: Option<String>| {
+        if let Some(value) = value {
+            fields.push(format!("{name}={value}"));
+        }
+    };
+    let show = |value: &dyn std::fmt::Debug| format!("{value:?}");
+    set(
+        "visibility_timeout_ms",
+        visibility_timeout_ms.map(|v| show(&v)),
+    );
+    set("max_deliveries", max_deliveries.map(|v| show(&v)));
+    set(
+        "dead_letter_queue",
+        dead_letter_queue.as_ref().map(|v| show(v)),
+    );
+    set(
+        "retry_backoff_min_ms",
+        retry_backoff_min_ms.map(|v| show(&v)),
+    );
+    set(
+        "retry_backoff_max_ms",
+        retry_backoff_max_ms.map(|v| show(&v)),
+    );
+    set("message_ttl_ms", message_ttl_ms.map(|v| show(&v)));
+    set("retention_ms", retention_ms.map(|v| show(&v)));
+    set("max_length", max_length.map(|v| show(&v)));
+    set("max_bytes", max_bytes.map(|v| show(&v)));
+    set("overflow", overflow.map(|v| show(&v)));
+    set("max_message_bytes", max_message_bytes.map(|v| show(&v)));
+    set("default_delay_ms", default_delay_ms.map(|v| show(&v)));
+    set("max_delay_ms", max_delay_ms.map(|v| show(&v)));
+    set("dedup_window_ms", dedup_window_ms.map(|v| show(&v)));
+    format!("[{}]", fields.join(" "))
 }
 
 /// A one-line description of a command with the details that matter here.
@@ -1904,15 +3564,17 @@ fn describe(command: &Command) -> String {
             queue,
             max,
             visibility_ms,
+            max_bytes,
             consumer,
             now,
         } => {
             format!(
-                "receive {queue} max={max} visibility={visibility_ms:?} {consumer} @{}",
+                "receive {queue} max={max} visibility={visibility_ms:?} max_bytes={max_bytes:?} {consumer} @{}",
                 now.0
             )
         }
         Command::Ack { queue, receipts: r } => format!("ack {queue} [{}]", receipts(r)),
+        Command::Release { queue, receipts: r } => format!("release {queue} [{}]", receipts(r)),
         Command::Nack {
             queue,
             receipts: r,
@@ -1937,6 +3599,14 @@ fn describe(command: &Command) -> String {
                 now.0
             )
         }
+        Command::UpdateQueue { name, patch } => {
+            format!("update {name} {}", describe_patch(patch))
+        }
+        Command::RegisterNode {
+            node,
+            incarnation,
+            cluster_id,
+        } => format!("register node {node} incarnation {incarnation} cluster {cluster_id}"),
         Command::Batch(commands) => {
             format!(
                 "batch [{}]",
@@ -1979,8 +3649,19 @@ fn run(scenario: &Scenario) -> Result<Coverage, String> {
     Ok(harness.coverage)
 }
 
+/// Random scenarios per run: `PROPTEST_CASES`, or [`DEFAULT_CASES`].
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|cases| cases.parse().ok())
+        .unwrap_or(DEFAULT_CASES)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(ProptestConfig {
+        cases: cases(),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn queue_matches_the_model_under_random_commands(scenario in scenario()) {
@@ -1999,7 +3680,7 @@ fn random_commands_reach_every_interesting_transition() {
     let rng = TestRng::deterministic_rng(RngAlgorithm::ChaCha);
     let mut runner = TestRunner::new_with_rng(config, rng);
     let mut total = Coverage::default();
-    for _ in 0..64 {
+    for _ in 0..COVERAGE_SCENARIOS {
         let scenario = scenario()
             .new_tree(&mut runner)
             .expect("a scenario")
@@ -2029,6 +3710,8 @@ fn redrive_never_fills_a_queue_past_its_max_length() {
         max_deliveries: 1,
         max_length: Some(1),
         visibility_timeout_ms: 1_000,
+        // No retry backoff: the message is ready again when its lease ends.
+        retry_backoff_min_ms: 0,
         dead_letter_queue: Some(QueueName::new("dlq")),
         ..QueueConfig::default()
     };

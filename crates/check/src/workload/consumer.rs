@@ -34,6 +34,7 @@ pub(super) async fn consume(ctx: Arc<Ctx>, index: usize, mut rng: Rng) {
         let queue = queues[rng.weighted(&[3, 3, 2, 1])];
         let options = ReceiveOptions {
             max: 1 + rng.below(u64::from(ctx.config.receive_batch)) as u32,
+            max_bytes: None,
             visibility: Some(ctx.config.visibility),
             wait: ctx.config.receive_wait,
             consumer: process.0.clone(),

@@ -92,6 +92,7 @@ impl Workload {
         while Instant::now() < deadline {
             let options = ReceiveOptions {
                 max: MAX_BATCH as u32,
+                max_bytes: None,
                 visibility: Some(self.config.visibility),
                 wait: Duration::ZERO,
                 consumer: process.0.clone(),

@@ -45,7 +45,15 @@ pub fn explain(err: raftq_client::Error, cluster: &str) -> anyhow::Error {
             "\nhint: no node of {cluster} answered as or through a leader; is the cluster running (`raftq dev`, `raftq cluster status`)?"
         ),
         Code::NotFound if err.message.contains("queue") => "\nhint: create it with `raftq queue create NAME`".to_string(),
-        Code::FailedPrecondition => "\nhint: receive the message again for a current receipt".to_string(),
+        Code::FailedPrecondition if err.message.starts_with("stale receipt") => {
+            "\nhint: the message was leased again since; its current holder acks it".to_string()
+        }
+        Code::FailedPrecondition if err.message.starts_with("unknown receipt") => {
+            "\nhint: the message is gone (acked, purged, expired or dead-lettered); nothing to do".to_string()
+        }
+        Code::ResourceExhausted if err.message.contains("disk alarm") => {
+            "\nhint: free space on that node's data disk (see `raftq cluster status`); receives and acks still work".to_string()
+        }
         _ => String::new(),
     };
     anyhow::anyhow!("{}{hint}", err.message)

@@ -30,12 +30,16 @@ enum QueueCommand {
         #[command(flatten)]
         config: ConfigArgs,
     },
-    /// Replace a queue's config (unset options take their defaults).
+    /// Change some options of a queue's config; the others keep their values.
     Update {
         /// The queue.
         name: String,
         #[command(flatten)]
         config: ConfigArgs,
+        /// Set an option back to its default, or remove it (dead-letter-queue,
+        /// message-ttl, max-length, max-bytes); repeatable.
+        #[arg(long, value_name = "OPTION", value_parser = RESET_OPTIONS)]
+        reset: Vec<String>,
     },
     /// List queues with their depth.
     List,
@@ -64,6 +68,44 @@ enum QueueCommand {
     },
 }
 
+/// The options `queue update --reset` takes, as flags are named.
+const RESET_OPTIONS: [&str; 14] = [
+    "visibility-timeout",
+    "max-deliveries",
+    "dead-letter-queue",
+    "retry-backoff-min",
+    "retry-backoff-max",
+    "message-ttl",
+    "retention",
+    "max-length",
+    "max-bytes",
+    "overflow",
+    "max-message-bytes",
+    "default-delay",
+    "max-delay",
+    "dedup-window",
+];
+
+/// The API's field name of a `--reset` option.
+fn reset_field(option: &str) -> &'static str {
+    match option {
+        "visibility-timeout" => "visibility_timeout_ms",
+        "max-deliveries" => "max_deliveries",
+        "dead-letter-queue" => "dead_letter_queue",
+        "retry-backoff-min" => "retry_backoff_min_ms",
+        "retry-backoff-max" => "retry_backoff_max_ms",
+        "message-ttl" => "message_ttl_ms",
+        "retention" => "retention_ms",
+        "max-length" => "max_length",
+        "max-bytes" => "max_bytes",
+        "overflow" => "overflow",
+        "max-message-bytes" => "max_message_bytes",
+        "default-delay" => "default_delay_ms",
+        "max-delay" => "max_delay_ms",
+        _ => "dedup_window_ms",
+    }
+}
+
 /// Queue config options; unset ones take the server's defaults.
 #[derive(Clone, Debug, Default, clap::Args)]
 struct ConfigArgs {
@@ -76,10 +118,11 @@ struct ConfigArgs {
     /// Dead-letter queue (must exist).
     #[arg(long)]
     dead_letter_queue: Option<String>,
-    /// First retry backoff after a nack or lease expiry (doubles per delivery).
+    /// First retry backoff after a nack or lease expiry, doubling per delivery
+    /// (default 1s; 0s redelivers at once).
     #[arg(long, value_parser = duration::parse)]
     retry_backoff_min: Option<Duration>,
-    /// Longest retry backoff.
+    /// Longest retry backoff (default 60s).
     #[arg(long, value_parser = duration::parse)]
     retry_backoff_max: Option<Duration>,
     /// Drop messages older than this.
@@ -158,15 +201,22 @@ pub async fn run_queue(args: QueueArgs) -> anyhow::Result<()> {
                 println!("queue {name} already exists with this config");
             }
         }
-        QueueCommand::Update { name, config } => {
-            client
-                .update_queue(&name, config.to_pb())
+        QueueCommand::Update {
+            name,
+            config,
+            reset,
+        } => {
+            let reset: Vec<&str> = reset.iter().map(|r| reset_field(r)).collect();
+            let config = client
+                .update_queue(&name, config.to_pb(), &reset)
                 .await
                 .map_err(fail)?;
             if json {
-                output::print_json(&json!({ "queue": name, "updated": true }));
+                output::print_json(
+                    &json!({ "queue": name, "updated": true, "config": output::config_json(&config) }),
+                );
             } else {
-                println!("updated queue {name}");
+                println!("updated queue {name}: {}", output::config_json(&config));
             }
         }
         QueueCommand::List => {
@@ -276,25 +326,24 @@ pub async fn run_send(args: SendArgs) -> anyhow::Result<()> {
             ..Message::default()
         })
         .collect();
+    // The client sends them in requests of at most 100 messages and 4 MiB.
     let mut failed = 0;
-    for chunk in messages.chunks(100) {
-        let results = client
-            .enqueue(&args.queue, chunk.to_vec())
-            .await
-            .map_err(|err| explain(err, &args.client.cluster))?;
-        for result in results {
-            match result {
-                Ok(enqueued) if args.client.json => output::print_json(
-                    &json!({ "id": enqueued.id, "duplicate": enqueued.duplicate }),
-                ),
-                Ok(enqueued) if enqueued.duplicate => {
-                    println!("{} (duplicate: already enqueued)", enqueued.id)
-                }
-                Ok(enqueued) => println!("{}", enqueued.id),
-                Err(err) => {
-                    failed += 1;
-                    eprintln!("refused: {}", err.message);
-                }
+    let results = client
+        .enqueue(&args.queue, messages)
+        .await
+        .map_err(|err| explain(err, &args.client.cluster))?;
+    for result in results {
+        match result {
+            Ok(enqueued) if args.client.json => {
+                output::print_json(&json!({ "id": enqueued.id, "duplicate": enqueued.duplicate }))
+            }
+            Ok(enqueued) if enqueued.duplicate => {
+                println!("{} (duplicate: already enqueued)", enqueued.id)
+            }
+            Ok(enqueued) => println!("{}", enqueued.id),
+            Err(err) => {
+                failed += 1;
+                eprintln!("refused: {}", err.message);
             }
         }
     }
@@ -331,6 +380,7 @@ pub async fn run_recv(args: RecvArgs) -> anyhow::Result<()> {
     let fail = |err| explain(err, &args.client.cluster);
     let options = ReceiveOptions {
         max: args.max,
+        max_bytes: None,
         wait: args.wait,
         visibility: args.visibility,
         consumer: format!("raftq-cli-{}", std::process::id()),
@@ -434,9 +484,7 @@ fn report_receipts(
         }
     }
     if failed > 0 {
-        anyhow::bail!(
-            "{failed} receipts were refused (receive the message again for a current receipt)"
-        );
+        anyhow::bail!("{failed} receipts were refused");
     }
     Ok(())
 }

@@ -21,6 +21,7 @@ use tonic::{Request, Response, Status};
 use super::call;
 use crate::config::check_addr;
 use crate::error::{Error, Result};
+use crate::identity::Standing;
 use crate::node::Node;
 use crate::propose::write_error;
 
@@ -74,6 +75,12 @@ pub fn status(node: &Node) -> pb::StatusResponse {
                 } else {
                     0
                 },
+                disk_alarm: if *id == node.id {
+                    node.disk.state().alarm
+                } else {
+                    node.disk.peer_alarm(*id)
+                },
+                clock_offset_ms: node.clock.peer_offset(*id).unwrap_or(0),
             }
         })
         .collect();
@@ -81,13 +88,24 @@ pub fn status(node: &Node) -> pb::StatusResponse {
         .current_leader
         .and_then(|id| membership.get_node(&id))
         .map(|n| n.addr.clone());
-    let state = match metrics.state {
-        ServerState::Leader => "leader",
-        ServerState::Follower => "follower",
-        ServerState::Candidate => "candidate",
-        ServerState::Learner => "learner",
-        ServerState::Shutdown => "shutdown",
+    let (state, note) = match node.identity.standing() {
+        Standing::Removed(why) => ("removed", Some(why)),
+        Standing::Refused(why) => ("refused", Some(why)),
+        Standing::Member => {
+            let state = match metrics.state {
+                ServerState::Leader => "leader",
+                ServerState::Follower => "follower",
+                ServerState::Candidate => "candidate",
+                ServerState::Learner => "learner",
+                ServerState::Shutdown => "shutdown",
+            };
+            (
+                state,
+                node.clock.check_leading().err().map(|e| e.to_string()),
+            )
+        }
     };
+    let disk = node.disk.state();
     let (applied, digest) = {
         let state = node.state.read();
         (
@@ -106,6 +124,16 @@ pub fn status(node: &Node) -> pb::StatusResponse {
         members,
         state: state.into(),
         state_digest: digest,
+        note,
+        disk_free_bytes: disk.free_bytes,
+        disk_min_free_bytes: disk.min_free_bytes,
+        disk_alarm: disk.alarm,
+        cluster_id: node
+            .identity
+            .cluster_id()
+            .map(|id| format!("{id:016x}"))
+            .unwrap_or_default(),
+        incarnation: format!("{:016x}", node.identity.incarnation()),
     }
 }
 

@@ -36,6 +36,12 @@ async fn metrics(State(node): State<Arc<Node>>) -> String {
 }
 
 async fn ready(State(node): State<Arc<Node>>) -> (StatusCode, String) {
+    if let Err(err) = node.check_standing() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {err}\n"),
+        );
+    }
     let metrics = node.raft.metrics().borrow().clone();
     let applied = metrics.last_applied.map_or(0, |id| id.index);
     let logged = metrics.last_log_index.unwrap_or(0);
@@ -43,10 +49,6 @@ async fn ready(State(node): State<Arc<Node>>) -> (StatusCode, String) {
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
             "not ready: no leader known\n".into(),
-        ),
-        Some(_) if applied < logged => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: applied {applied} of {logged} logged entries\n"),
         ),
         Some(leader)
             if leader == node.id
@@ -60,6 +62,10 @@ async fn ready(State(node): State<Arc<Node>>) -> (StatusCode, String) {
                     .into(),
             )
         }
+        Some(_) if applied < logged => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: applied {applied} of {logged} logged entries\n"),
+        ),
         Some(leader) => (
             StatusCode::OK,
             format!("ready: leader {leader}, applied {applied}\n"),

@@ -33,6 +33,16 @@ use status::{add_leader, to_status};
 pub const FORWARD_TIMEOUT: Duration =
     Duration::from_secs(MAX_WAIT.as_secs() + REQUEST_TIMEOUT.as_secs());
 
+/// The status of an error this node answers with itself, naming the node.
+fn node_status(node: &Node, err: crate::error::Error) -> Status {
+    let mut status = to_status(err);
+    status.metadata_mut().insert(
+        raftq_proto::NODE_ID_HEADER,
+        tonic::metadata::MetadataValue::from(node.id),
+    );
+    status
+}
+
 /// Whether another node forwarded this request.
 pub fn is_forwarded<T>(request: &Request<T>) -> bool {
     request.metadata().contains_key(FORWARDED_HEADER)
@@ -57,16 +67,17 @@ where
 {
     let started = Instant::now();
     let route = if needs_leader {
-        node.forwarder.route(is_forwarded(&request))
+        node.check_standing()
+            .and_then(|()| node.forwarder.route(is_forwarded(&request)))
     } else {
         Ok(Route::Local)
     };
     let result = match route {
-        Err(err) => Err(to_status(err)),
+        Err(err) => Err(node_status(node, err)),
         Ok(Route::Local) => local(node.clone(), request.into_inner())
             .await
             .map(Response::new)
-            .map_err(to_status),
+            .map_err(|err| node_status(node, err)),
         Ok(Route::Leader { id, addr, channel }) => {
             let mut forwarded = Request::new(request.into_inner());
             forwarded.metadata_mut().insert(

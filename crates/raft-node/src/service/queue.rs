@@ -5,10 +5,13 @@
 //! ([`crate::propose`]) into one Raft entry with other concurrent requests;
 //! reads pass the read-index barrier ([`crate::read`]) first; a receive that
 //! may wait goes through [`crate::wait`]; `Consume` streams receives with
-//! credit-based flow control.
+//! credit-based flow control ([`consume_local`]).
 
+use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
@@ -16,8 +19,10 @@ use raftq_proto::v1 as pb;
 use raftq_proto::v1::queue_service_client::QueueServiceClient;
 use raftq_proto::v1::queue_service_server::QueueService;
 use raftq_storage::command::{Command, Response as Applied};
-use raftq_storage::queue::{QueueName, MAX_ENQUEUE_MESSAGES, MAX_RECEIVE};
-use tokio::sync::{mpsc, watch};
+use raftq_storage::queue::{
+    QueueName, Receipt, MAX_ENQUEUE_MESSAGES, MAX_RECEIPTS, MAX_RECEIVE, MAX_RECEIVE_BYTES,
+};
+use tokio::sync::{mpsc, watch, Notify};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -25,8 +30,9 @@ use super::call;
 use super::status::to_status;
 use crate::convert;
 use crate::error::{Error, Result};
+use crate::forward::Route;
 use crate::network::MAX_GRPC_MESSAGE_BYTES;
-use crate::node::{now, Node, REQUEST_TIMEOUT};
+use crate::node::{Node, REQUEST_TIMEOUT};
 use crate::read;
 use crate::wait::{self, ReceiveSpec, MAX_WAIT};
 
@@ -39,8 +45,13 @@ pub const MAX_ENQUEUE_BYTES: usize = 4 * 1024 * 1024;
 pub const MAX_REQUEST_BYTES: usize = MAX_GRPC_MESSAGE_BYTES;
 /// Most credit (prefetch) a consume stream may hold.
 pub const MAX_CONSUME_CREDIT: u64 = 1_000;
+/// Message bytes a consume stream leases ahead of what it has handed to the
+/// transport: it leases only what it can soon send, so a consumer that stops
+/// reading, or goes away, leaves few leases behind (and those are released
+/// uncounted when the stream ends).
+pub const CONSUME_LEASE_AHEAD_BYTES: u64 = 1024 * 1024;
 /// Messages buffered between a consume stream's receiver and the network.
-const CONSUME_BUFFER: usize = 128;
+const CONSUME_BUFFER: usize = 1_024;
 
 /// The queue service of one node.
 pub struct QueueApi {
@@ -108,7 +119,7 @@ impl QueueService for QueueApi {
                 let command = Command::CreateQueue {
                     name: QueueName::new(&req.name),
                     config: convert::config_from_pb(req.config)?,
-                    now: now(),
+                    now: node.clock.stamp()?,
                 };
                 match propose(&node, command).await? {
                     Applied::QueueCreated { created } => Ok(pb::CreateQueueResponse { created }),
@@ -132,10 +143,12 @@ impl QueueService for QueueApi {
             |node, req| async move {
                 let command = Command::UpdateQueue {
                     name: QueueName::new(&req.name),
-                    config: convert::config_from_pb(req.config)?,
+                    patch: convert::patch_from_pb(req.config, &req.reset)?,
                 };
                 match propose(&node, command).await? {
-                    Applied::QueueUpdated => Ok(pb::UpdateQueueResponse {}),
+                    Applied::QueueUpdated { config } => Ok(pb::UpdateQueueResponse {
+                        config: Some(convert::config_to_pb(&config)),
+                    }),
                     other => Err(unexpected(other)),
                 }
             },
@@ -182,8 +195,8 @@ impl QueueService for QueueApi {
             request,
             |node, _req| async move {
                 read::barrier(&node).await?;
+                let now = node.clock.now();
                 let state = node.state.read();
-                let now = now();
                 let queues = state
                     .queues
                     .iter()
@@ -211,7 +224,7 @@ impl QueueService for QueueApi {
                     .state
                     .read()
                     .queues
-                    .stats(&QueueName::new(&req.name), now())?;
+                    .stats(&QueueName::new(&req.name), node.clock.now())?;
                 Ok(pb::GetQueueResponse {
                     queue: Some(convert::info_to_pb(stats)),
                 })
@@ -253,6 +266,15 @@ impl QueueService for QueueApi {
                         "an enqueue carries at most {MAX_ENQUEUE_BYTES} bytes of messages, not {bytes}: send fewer per request"
                     )));
                 }
+                let voters: Vec<u64> = node
+                    .raft
+                    .metrics()
+                    .borrow()
+                    .membership_config
+                    .membership()
+                    .voter_ids()
+                    .collect();
+                node.disk.check_enqueue(voters)?;
                 let command = Command::Enqueue {
                     queue: QueueName::new(&req.queue),
                     messages: req
@@ -260,7 +282,7 @@ impl QueueService for QueueApi {
                         .into_iter()
                         .map(convert::message_from_pb)
                         .collect(),
-                    now: now(),
+                    now: node.clock.stamp()?,
                 };
                 match propose(&node, command).await? {
                     Applied::Enqueued(results) => Ok(pb::EnqueueResponse {
@@ -315,10 +337,11 @@ impl QueueService for QueueApi {
                     queue: QueueName::new(&req.queue),
                     max,
                     visibility_ms: req.visibility_ms,
+                    max_bytes: req.max_bytes,
                     consumer: req.consumer,
                 };
-                let deliveries =
-                    wait::receive(&node, &spec, Duration::from_millis(req.wait_ms)).await?;
+                let wait = Duration::from_millis(req.wait_ms);
+                let deliveries = wait::receive(&node, &spec, wait, std::future::pending()).await?;
                 Ok(pb::ReceiveResponse {
                     messages: deliveries
                         .into_iter()
@@ -402,7 +425,7 @@ impl QueueService for QueueApi {
                     receipts,
                     delay_ms: req.delay_ms,
                     reason: req.reason,
-                    now: now(),
+                    now: node.clock.stamp()?,
                 };
                 match propose(&node, command).await? {
                     Applied::Nacked(results) => Ok(pb::NackResponse {
@@ -431,7 +454,7 @@ impl QueueService for QueueApi {
                     queue: QueueName::new(&req.queue),
                     receipts,
                     visibility_ms: req.visibility_ms,
-                    now: now(),
+                    now: node.clock.stamp()?,
                 };
                 match propose(&node, command).await? {
                     Applied::Extended(results) => {
@@ -453,6 +476,33 @@ impl QueueService for QueueApi {
         .await
     }
 
+    async fn release(
+        &self,
+        request: Request<pb::ReleaseRequest>,
+    ) -> std::result::Result<Response<pb::ReleaseResponse>, Status> {
+        call(
+            &self.node,
+            "release",
+            true,
+            request,
+            |node, req| async move {
+                let receipts = convert::receipts_from_pb(&req.receipts)?;
+                let command = Command::Release {
+                    queue: QueueName::new(&req.queue),
+                    receipts,
+                };
+                match propose(&node, command).await? {
+                    Applied::Released(results) => Ok(pb::ReleaseResponse {
+                        results: receipt_results(&req.receipts, results),
+                    }),
+                    other => Err(unexpected(other)),
+                }
+            },
+            |channel, req| async move { client(channel).release(req).await },
+        )
+        .await
+    }
+
     async fn purge(
         &self,
         request: Request<pb::PurgeRequest>,
@@ -467,6 +517,7 @@ impl QueueService for QueueApi {
                     &node,
                     Command::Purge {
                         name: QueueName::new(&req.name),
+                        now: node.clock.stamp()?,
                     },
                 )
                 .await?
@@ -496,7 +547,7 @@ impl QueueService for QueueApi {
                     Command::Redrive {
                         dlq: QueueName::new(&req.dlq),
                         max,
-                        now: now(),
+                        now: node.clock.stamp()?,
                     },
                 )
                 .await?
@@ -517,10 +568,13 @@ impl QueueService for QueueApi {
 ///
 /// The first client message names the queue and the initial credit; each
 /// later one grants more. A task receives (waiting as a long-poll receive
-/// does) at most as many messages as the client has credit for, and sends
-/// them down the stream. The stream ends with a status when the receive
-/// fails (e.g. leadership moved: the client reconnects), and quietly when
-/// the client goes away.
+/// does) at most as many messages as the client has credit for, and no more
+/// than [`CONSUME_LEASE_AHEAD_BYTES`] ahead of what the transport has taken,
+/// and sends them down the stream. The stream ends with a status when the
+/// receive fails (e.g. leadership moved: the client reconnects), and quietly
+/// when the client goes away. Either way, the leases of messages the stream
+/// never handed to the transport are released: they do not count as
+/// deliveries, and the messages are ready again at once.
 async fn consume_local(
     node: Arc<Node>,
     mut inbound: Streaming<pb::ConsumeRequest>,
@@ -550,6 +604,7 @@ async fn consume_local(
         queue: QueueName::new(&start.queue),
         max: 1,
         visibility_ms: start.visibility_ms,
+        max_bytes: None,
         consumer: start.consumer,
     };
     node.state.read().queues.lookup(&spec.queue)?;
@@ -563,8 +618,135 @@ async fn consume_local(
         }
     });
     let (tx, rx) = mpsc::channel(CONSUME_BUFFER);
-    tokio::spawn(consume_loop(node, spec, granted_rx, tx));
-    Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+    let outbox = Arc::new(Outbox::default());
+    let stream = Outgoing {
+        inner: tokio_stream::wrappers::ReceiverStream::new(rx),
+        outbox: outbox.clone(),
+        node: node.clone(),
+        queue: spec.queue.clone(),
+    };
+    tokio::spawn(consume_loop(node, spec, granted_rx, tx, outbox));
+    Ok(Box::pin(stream))
+}
+
+/// The leases a consume stream has made but not yet handed to the transport.
+#[derive(Default)]
+struct Outbox {
+    unsent: Mutex<HashMap<String, (Receipt, u64)>>,
+    bytes: AtomicU64,
+    taken: Notify,
+}
+
+impl Outbox {
+    fn add(&self, receipt: Receipt, size: u64) {
+        self.unsent
+            .lock()
+            .expect("outbox lock is never poisoned")
+            .insert(receipt.to_string(), (receipt, size));
+        self.bytes.fetch_add(size, Ordering::Relaxed);
+    }
+
+    fn take(&self, receipt: &str) {
+        let taken = self
+            .unsent
+            .lock()
+            .expect("outbox lock is never poisoned")
+            .remove(receipt);
+        if let Some((_, size)) = taken {
+            self.bytes.fetch_sub(size, Ordering::Relaxed);
+            self.taken.notify_one();
+        }
+    }
+
+    fn drain(&self) -> Vec<Receipt> {
+        let drained: Vec<(Receipt, u64)> = self
+            .unsent
+            .lock()
+            .expect("outbox lock is never poisoned")
+            .drain()
+            .map(|(_, v)| v)
+            .collect();
+        let bytes: u64 = drained.iter().map(|(_, size)| size).sum();
+        self.bytes.fetch_sub(bytes, Ordering::Relaxed);
+        drained.into_iter().map(|(receipt, _)| receipt).collect()
+    }
+}
+
+/// A consume stream's response body: marks each message handed to the
+/// transport as sent, and releases the unsent ones when it is dropped.
+struct Outgoing {
+    inner: tokio_stream::wrappers::ReceiverStream<std::result::Result<pb::ConsumeResponse, Status>>,
+    outbox: Arc<Outbox>,
+    node: Arc<Node>,
+    queue: QueueName,
+}
+
+impl Stream for Outgoing {
+    type Item = std::result::Result<pb::ConsumeResponse, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let polled = Pin::new(&mut self.inner).poll_next(cx);
+        if let Poll::Ready(Some(Ok(pb::ConsumeResponse {
+            message: Some(delivery),
+        }))) = &polled
+        {
+            self.outbox.take(&delivery.receipt);
+        }
+        polled
+    }
+}
+
+impl Drop for Outgoing {
+    fn drop(&mut self) {
+        release_later(self.node.clone(), self.queue.clone(), self.outbox.drain());
+    }
+}
+
+/// Releases `receipts` (leases never handed to a consumer) in the
+/// background, on the leader, wherever it is now.
+fn release_later(node: Arc<Node>, queue: QueueName, receipts: Vec<Receipt>) {
+    if receipts.is_empty() {
+        return;
+    }
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        for chunk in receipts.chunks(MAX_RECEIPTS) {
+            if let Err(err) = release(&node, &queue, chunk).await {
+                tracing::debug!(queue = %queue, error = %err, "unsent leases not released; they run out");
+                return;
+            }
+        }
+        tracing::debug!(queue = %queue, released = receipts.len(), "released the leases a consume stream did not send");
+    });
+}
+
+/// Proposes a release here when this node leads, or sends it to the leader.
+async fn release(node: &Node, queue: &QueueName, receipts: &[Receipt]) -> Result<()> {
+    match node.forwarder.route(false)? {
+        Route::Local => {
+            propose(
+                node,
+                Command::Release {
+                    queue: queue.clone(),
+                    receipts: receipts.to_vec(),
+                },
+            )
+            .await?;
+        }
+        Route::Leader { channel, .. } => {
+            let mut request = Request::new(pb::ReleaseRequest {
+                queue: queue.to_string(),
+                receipts: receipts.iter().map(ToString::to_string).collect(),
+            });
+            request.set_timeout(REQUEST_TIMEOUT);
+            client(channel).release(request).await.map_err(|status| {
+                Error::Unavailable(format!("the leader did not take the release: {status}"))
+            })?;
+        }
+    }
+    Ok(())
 }
 
 async fn consume_loop(
@@ -572,32 +754,49 @@ async fn consume_loop(
     mut spec: ReceiveSpec,
     mut granted: watch::Receiver<u64>,
     tx: mpsc::Sender<std::result::Result<pb::ConsumeResponse, Status>>,
+    outbox: Arc<Outbox>,
 ) {
     let mut sent: u64 = 0;
     loop {
         let credit = granted.borrow_and_update().saturating_sub(sent);
         if credit == 0 {
             tokio::select! {
-                changed = granted.changed() => if changed.is_err() { return },
-                _ = tx.closed() => return,
+                changed = granted.changed() => if changed.is_err() { break },
+                _ = tx.closed() => break,
+            }
+            continue;
+        }
+        let ahead = outbox.bytes.load(Ordering::Relaxed);
+        if ahead >= CONSUME_LEASE_AHEAD_BYTES {
+            tokio::select! {
+                _ = outbox.taken.notified() => {}
+                _ = tx.closed() => break,
             }
             continue;
         }
         spec.max = credit.min(u64::from(MAX_RECEIVE)) as u32;
-        let received = tokio::select! {
-            received = wait::receive(&node, &spec, MAX_WAIT) => received,
-            _ = tx.closed() => return,
-        };
+        spec.max_bytes = Some((CONSUME_LEASE_AHEAD_BYTES - ahead).min(MAX_RECEIVE_BYTES));
+        let closed = tx.clone();
+        let received =
+            wait::receive(&node, &spec, MAX_WAIT, async move { closed.closed().await }).await;
         match received {
             Ok(deliveries) => {
                 for delivery in deliveries {
                     sent += 1;
+                    let size = raftq_storage::queue::message::message_size(
+                        &delivery.body,
+                        &delivery.attributes,
+                    );
+                    outbox.add(delivery.receipt, size);
                     let message = pb::ConsumeResponse {
                         message: Some(convert::delivery_to_pb(delivery)),
                     };
                     if tx.send(Ok(message)).await.is_err() {
-                        return;
+                        break;
                     }
+                }
+                if tx.is_closed() {
+                    break;
                 }
             }
             Err(err) => {
@@ -606,4 +805,7 @@ async fn consume_loop(
             }
         }
     }
+    // The client is gone: whatever was leased after the stream was dropped
+    // is released here (the stream's drop released the rest).
+    release_later(node.clone(), spec.queue.clone(), outbox.drain());
 }

@@ -1,4 +1,4 @@
-//! Ack, nack and extend: what a consumer does with a lease it holds.
+//! Ack, nack, extend and release: what a consumer does with a lease it holds.
 //!
 //! Each receipt gets its own result. A receipt matches when the message still
 //! exists and its current lease is the one the receipt names; the lease may
@@ -80,10 +80,9 @@ pub fn nack(
     };
     let config = queue.config().clone();
     if let Some(delay) = delay_ms {
-        if delay > config.delay_cap_ms() {
+        if let Err(why) = config.check_delay(delay) {
             return Response::Refused(Refusal::InvalidArgument(format!(
-                "delay_ms {delay} exceeds max_delay_ms {} of queue {:?}",
-                config.delay_cap_ms(),
+                "{why} (queue {:?})",
                 truncate(name.as_str(), 128)
             )));
         }
@@ -94,7 +93,7 @@ pub fn nack(
             check_receipt(queue, receipt)?;
             queue.update(receipt.message, |message| {
                 let delay = delay_ms.unwrap_or_else(|| {
-                    config.retry_backoff_ms(message.id.0, message.delivery_count)
+                    config.retry_backoff_ms(message.id.0, message.counted_deliveries())
                 });
                 message.lease = None;
                 message.visible_at = now.plus_ms(delay);
@@ -138,13 +137,44 @@ pub fn extend(
             queue.update(receipt.message, |message| {
                 let lease = message.lease.as_mut().expect("receipt matched a lease");
                 lease.deadline = deadline;
-                message.visible_at =
-                    deadline.plus_ms(config.retry_backoff_ms(message.id.0, message.delivery_count));
+                message.visible_at = deadline
+                    .plus_ms(config.retry_backoff_ms(message.id.0, message.counted_deliveries()));
             });
             Ok(deadline)
         })
         .collect();
     Response::Extended(results)
+}
+
+/// Ends each matching lease now without counting it as a delivery: the
+/// message is ready again at once, in the place it had before it was leased
+/// (its `visible_at` becomes the time it was leased), and its delivery count
+/// goes back down. For leases whose message never reached a consumer: a
+/// consume stream that ended before sending it, a client that closed with it
+/// still buffered. (RabbitMQ 4 counts such "released" messages apart from
+/// "failed" ones in the same way.)
+pub fn release(queues: &mut Queues, name: QueueName, receipts: Vec<Receipt>) -> Response {
+    if let Err(refusal) = check_receipts(&receipts) {
+        return Response::Refused(refusal);
+    }
+    let queue = match queues.lookup_mut(&name) {
+        Ok(queue) => queue,
+        Err(refusal) => return Response::Refused(refusal),
+    };
+    let results = receipts
+        .into_iter()
+        .map(|receipt| {
+            check_receipt(queue, receipt)?;
+            queue.update(receipt.message, |message| {
+                let lease = message.lease.take().expect("receipt matched a lease");
+                message.released += 1;
+                message.visible_at = lease.leased_at;
+            });
+            queue.meta.counters.released += 1;
+            Ok(())
+        })
+        .collect();
+    Response::Released(results)
 }
 
 /// Whether `receipt` names the current lease of a message in `queue`.

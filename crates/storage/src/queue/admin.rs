@@ -2,7 +2,9 @@
 
 use crate::command::Response;
 use crate::error::Refusal;
-use crate::queue::{Counters, Queue, QueueConfig, QueueMeta, QueueName, Queues, Timestamp};
+use crate::queue::{
+    Counters, Queue, QueueConfig, QueueConfigPatch, QueueMeta, QueueName, Queues, Timestamp,
+};
 
 /// Creates a queue. The same config again is a no-op (`created: false`);
 /// a different one is refused.
@@ -26,7 +28,6 @@ pub fn create(
     let meta = QueueMeta {
         name,
         config,
-        next_id: 1,
         created_at: now,
         counters: Counters::default(),
     };
@@ -34,19 +35,20 @@ pub fn create(
     Response::QueueCreated { created: true }
 }
 
-/// Replaces a queue's config. Messages already stored keep the expiry and
-/// delay they were given; new limits apply to new enqueues.
-pub fn update(queues: &mut Queues, name: QueueName, config: QueueConfig) -> Response {
+/// Changes the options the patch sets and keeps every other one. Messages
+/// already stored keep the expiry and delay they were given; new limits
+/// apply to new enqueues. The result is validated like a new config.
+pub fn update(queues: &mut Queues, name: QueueName, patch: QueueConfigPatch) -> Response {
+    let config = match queues.lookup(&name) {
+        Ok(queue) => patch.apply_to(queue.config()),
+        Err(refusal) => return Response::Refused(refusal),
+    };
     if let Err(refusal) = check_config(queues, &name, &config) {
         return Response::Refused(refusal);
     }
-    match queues.lookup_mut(&name) {
-        Ok(queue) => {
-            queue.meta.config = config;
-            Response::QueueUpdated
-        }
-        Err(refusal) => Response::Refused(refusal),
-    }
+    let queue = queues.lookup_mut(&name).expect("looked up above");
+    queue.meta.config = config.clone();
+    Response::QueueUpdated { config }
 }
 
 /// Deletes a queue and its messages. Refused while another queue names it as
@@ -69,11 +71,16 @@ pub fn delete(queues: &mut Queues, name: QueueName) -> Response {
     Response::QueueDeleted { messages }
 }
 
-/// Removes every message of a queue, leased or not. Ids are not reset.
-pub fn purge(queues: &mut Queues, name: QueueName) -> Response {
+/// Removes every message of a queue that no consumer holds, and forgets the
+/// dedup ids of the messages it removed (a producer may send them again).
+/// Messages in flight stay and can still be acked, as in a RabbitMQ quorum
+/// queue; if their lease runs out they are delivered again. Ids are not
+/// reset.
+pub fn purge(queues: &mut Queues, name: QueueName, now: Timestamp) -> Response {
+    let now = queues.advance_clock(now);
     match queues.lookup_mut(&name) {
         Ok(queue) => {
-            let messages = queue.remove_all();
+            let messages = queue.purge(now);
             queue.meta.counters.dropped += messages;
             Response::Purged { messages }
         }

@@ -3,8 +3,14 @@
 //! Defaults follow what users of SQS and RabbitMQ quorum queues expect:
 //! a 30 s lease, 20 deliveries before dead-lettering (RabbitMQ 4's delivery
 //! limit), 4 days of retention (SQS), a 5 minute dedup window (SQS FIFO),
-//! 1 MiB messages, delays up to 15 minutes. Retry backoff is off by default,
-//! so a nacked or expired message is redelivered at once, as in both.
+//! 1 MiB messages, delays up to 15 minutes. A retry backoff is on by default
+//! (1 s, doubling to 60 s): a message that fails is not redelivered at once,
+//! so a poison message neither starves the messages behind it nor burns its
+//! 20 deliveries in a second; it reaches its delivery limit after about 15
+//! minutes of retries. Set `retry_backoff_min_ms` to 0 to redeliver at once.
+//!
+//! [`QueueConfigPatch`] is what an update carries: only the fields it sets
+//! change, so an operator who changes one option never resets the others.
 
 use serde::{Deserialize, Serialize};
 
@@ -59,9 +65,10 @@ pub struct QueueConfig {
     pub dead_letter_queue: Option<QueueName>,
     /// Retry backoff after a nack or a lease expiry, for the first retry;
     /// doubles with each delivery up to `retry_backoff_max_ms`, with
-    /// deterministic jitter. 0 (the default) redelivers at once.
+    /// deterministic jitter. Default 1 s; 0 redelivers at once.
     pub retry_backoff_min_ms: u64,
-    /// The largest retry backoff. At least `retry_backoff_min_ms`, at most 12 h.
+    /// The largest retry backoff. At least `retry_backoff_min_ms`, at most
+    /// 12 h. Default 60 s.
     pub retry_backoff_max_ms: u64,
     /// Messages older than this are dropped. None (the default): only
     /// retention applies.
@@ -77,10 +84,12 @@ pub struct QueueConfig {
     pub overflow: Overflow,
     /// Largest message (body plus attributes). Default 1 MiB, at most 4 MiB.
     pub max_message_bytes: u64,
-    /// Delay applied to messages that name none. Default 0.
+    /// Delay applied to messages that name none. Default 0; below the
+    /// message lifetime (TTL and retention) and at most `max_delay_ms`.
     pub default_delay_ms: u64,
-    /// Longest delay an enqueue or nack may ask for. Default 15 min; the
-    /// retention caps it too.
+    /// Longest delay an enqueue or nack may ask for. Default 15 min. A delay
+    /// must also end before the message's lifetime (TTL and retention) does,
+    /// or the message would expire unseen; such a delay is refused.
     pub max_delay_ms: u64,
     /// How long a dedup id is remembered. 1 s to 24 h; default 5 min.
     pub dedup_window_ms: u64,
@@ -92,8 +101,8 @@ impl Default for QueueConfig {
             visibility_timeout_ms: 30 * SECOND,
             max_deliveries: 20,
             dead_letter_queue: None,
-            retry_backoff_min_ms: 0,
-            retry_backoff_max_ms: 0,
+            retry_backoff_min_ms: SECOND,
+            retry_backoff_max_ms: MINUTE,
             message_ttl_ms: None,
             retention_ms: 4 * DAY,
             max_length: None,
@@ -174,11 +183,8 @@ impl QueueConfig {
                 self.max_delay_ms
             ));
         }
-        if self.default_delay_ms > self.delay_cap_ms() {
-            return bad(format!(
-                "default_delay_ms ({}) must not exceed max_delay_ms ({}) nor retention_ms ({})",
-                self.default_delay_ms, self.max_delay_ms, self.retention_ms
-            ));
+        if let Err(why) = self.check_delay(self.default_delay_ms) {
+            return bad(format!("default_delay_ms: {why}"));
         }
         if !(SECOND..=MAX_DEDUP_WINDOW_MS).contains(&self.dedup_window_ms) {
             return bad(format!(
@@ -189,11 +195,28 @@ impl QueueConfig {
         Ok(())
     }
 
-    /// The longest delay an enqueue or nack may ask for: `max_delay_ms`, but
-    /// never beyond the retention (a message delayed past it would expire
-    /// unseen).
-    pub fn delay_cap_ms(&self) -> u64 {
-        self.max_delay_ms.min(self.retention_ms)
+    /// Checks a delay an enqueue, a nack or the default asks for: at most
+    /// `max_delay_ms`, and ending before the message lifetime does (a delay
+    /// that reaches the TTL or the retention would let the message expire
+    /// unseen). The error names the limit.
+    pub fn check_delay(&self, delay_ms: u64) -> Result<(), String> {
+        if delay_ms > self.max_delay_ms {
+            return Err(format!(
+                "a delay of {delay_ms} ms exceeds max_delay_ms {}",
+                self.max_delay_ms
+            ));
+        }
+        let lifetime = self.lifetime_ms();
+        if delay_ms > 0 && delay_ms >= lifetime {
+            let limit = match self.message_ttl_ms {
+                Some(ttl) if ttl <= self.retention_ms => format!("message_ttl_ms {ttl}"),
+                _ => format!("retention_ms {}", self.retention_ms),
+            };
+            return Err(format!(
+                "a delay of {delay_ms} ms reaches the message lifetime ({limit}): the message would expire before it could be delivered"
+            ));
+        }
+        Ok(())
     }
 
     /// How long a message enqueued now may live: TTL and retention, whichever
@@ -209,18 +232,95 @@ impl QueueConfig {
     /// it) derived from the message id and delivery count, so that every
     /// replica computes the same value and retries of many messages spread out.
     pub fn retry_backoff_ms(&self, id: u64, delivery_count: u32) -> u64 {
-        if self.retry_backoff_max_ms == 0 {
+        if self.retry_backoff_min_ms == 0 || self.retry_backoff_max_ms == 0 {
             return 0;
         }
         let doublings = delivery_count.saturating_sub(1).min(40);
         let base = self
             .retry_backoff_min_ms
-            .max(1)
             .saturating_mul(1u64 << doublings)
             .min(self.retry_backoff_max_ms);
         let half = base / 2;
         let jitter = mix(id ^ (u64::from(delivery_count) << 48)) % (base - half + 1);
         half + jitter
+    }
+}
+
+/// A change to a queue's configuration: each `Some` field replaces the
+/// current value, each `None` keeps it. For the optional settings
+/// (`dead_letter_queue`, `message_ttl_ms`, `max_length`, `max_bytes`) the
+/// inner `None` removes the setting. The result must pass
+/// [`QueueConfig::validate`] like a new config.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueConfigPatch {
+    /// New `visibility_timeout_ms`.
+    pub visibility_timeout_ms: Option<u64>,
+    /// New `max_deliveries`.
+    pub max_deliveries: Option<u32>,
+    /// New `dead_letter_queue` (`Some(None)` detaches it).
+    pub dead_letter_queue: Option<Option<QueueName>>,
+    /// New `retry_backoff_min_ms`.
+    pub retry_backoff_min_ms: Option<u64>,
+    /// New `retry_backoff_max_ms`.
+    pub retry_backoff_max_ms: Option<u64>,
+    /// New `message_ttl_ms` (`Some(None)` removes the TTL).
+    pub message_ttl_ms: Option<Option<u64>>,
+    /// New `retention_ms`.
+    pub retention_ms: Option<u64>,
+    /// New `max_length` (`Some(None)` removes the limit).
+    pub max_length: Option<Option<u64>>,
+    /// New `max_bytes` (`Some(None)` removes the limit).
+    pub max_bytes: Option<Option<u64>>,
+    /// New `overflow`.
+    pub overflow: Option<Overflow>,
+    /// New `max_message_bytes`.
+    pub max_message_bytes: Option<u64>,
+    /// New `default_delay_ms`.
+    pub default_delay_ms: Option<u64>,
+    /// New `max_delay_ms`.
+    pub max_delay_ms: Option<u64>,
+    /// New `dedup_window_ms`.
+    pub dedup_window_ms: Option<u64>,
+}
+
+impl QueueConfigPatch {
+    /// Whether it changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self == &QueueConfigPatch::default()
+    }
+
+    /// `config` with this patch's fields replaced. A patch that raises
+    /// `retry_backoff_min_ms` above the current maximum without naming a
+    /// maximum raises the maximum with it, as a create does.
+    pub fn apply_to(&self, config: &QueueConfig) -> QueueConfig {
+        let mut next = config.clone();
+        macro_rules! set {
+            ($($field:ident),*) => {
+                $(if let Some(value) = &self.$field {
+                    next.$field = value.clone();
+                })*
+            };
+        }
+        set!(
+            visibility_timeout_ms,
+            max_deliveries,
+            dead_letter_queue,
+            retry_backoff_min_ms,
+            retry_backoff_max_ms,
+            message_ttl_ms,
+            retention_ms,
+            max_length,
+            max_bytes,
+            overflow,
+            max_message_bytes,
+            default_delay_ms,
+            max_delay_ms,
+            dedup_window_ms
+        );
+        if self.retry_backoff_max_ms.is_none() {
+            next.retry_backoff_max_ms = next.retry_backoff_max_ms.max(next.retry_backoff_min_ms);
+        }
+        next
     }
 }
 
@@ -262,7 +362,16 @@ mod tests {
                 assert_eq!(b, config.retry_backoff_ms(id, delivery));
             }
         }
-        assert_eq!(QueueConfig::default().retry_backoff_ms(5, 3), 0);
+        let off = QueueConfig {
+            retry_backoff_min_ms: 0,
+            ..QueueConfig::default()
+        };
+        assert_eq!(off.retry_backoff_ms(5, 3), 0);
+        let first = QueueConfig::default().retry_backoff_ms(5, 1);
+        assert!(
+            (500..=1_000).contains(&first),
+            "default first backoff {first}"
+        );
     }
 
     #[test]
@@ -325,6 +434,14 @@ mod tests {
                     ..Default::default()
                 },
                 "default_delay_ms",
+            ),
+            (
+                QueueConfig {
+                    message_ttl_ms: Some(5 * SECOND),
+                    default_delay_ms: 5 * SECOND,
+                    ..Default::default()
+                },
+                "message_ttl_ms 5000",
             ),
             (
                 QueueConfig {

@@ -11,7 +11,7 @@ use crate::error::Refusal;
 use crate::queue::index::DedupEntry;
 use crate::queue::message::message_size;
 use crate::queue::{
-    check_key, Message, MessageId, NewMessage, Overflow, Queue, QueueName, Queues, Timestamp,
+    check_key, Ids, Message, NewMessage, Overflow, Queue, QueueName, Queues, Timestamp,
     MAX_ATTRIBUTES, MAX_ENQUEUE_MESSAGES,
 };
 
@@ -29,18 +29,23 @@ pub fn apply(
             messages.len()
         )));
     }
-    let queue = match queues.lookup_mut(&name) {
-        Ok(queue) => queue,
+    let (queue, ids) = match queues.lookup_with_ids(&name) {
+        Ok(found) => found,
         Err(refusal) => return Response::Refused(refusal),
     };
     let results = messages
         .into_iter()
-        .map(|message| enqueue_one(queue, message, now))
+        .map(|message| enqueue_one(queue, ids, message, now))
         .collect();
     Response::Enqueued(results)
 }
 
-fn enqueue_one(queue: &mut Queue, new: NewMessage, now: Timestamp) -> Result<Enqueued, Refusal> {
+fn enqueue_one(
+    queue: &mut Queue,
+    ids: &mut Ids,
+    new: NewMessage,
+    now: Timestamp,
+) -> Result<Enqueued, Refusal> {
     check_message(queue, &new)?;
     if let Some(dedup_id) = &new.dedup_id {
         if let Some(id) = queue.dedup_lookup(dedup_id, now) {
@@ -54,7 +59,7 @@ fn enqueue_one(queue: &mut Queue, new: NewMessage, now: Timestamp) -> Result<Enq
     make_room(queue, size)?;
     let config = queue.config();
     let delay = new.delay_ms.unwrap_or(config.default_delay_ms);
-    let id = MessageId(queue.meta.next_id);
+    let id = ids.assign();
     let message = Message {
         id,
         body: new.body,
@@ -64,6 +69,7 @@ fn enqueue_one(queue: &mut Queue, new: NewMessage, now: Timestamp) -> Result<Enq
         visible_at: now.plus_ms(delay),
         expires_at: now.plus_ms(config.lifetime_ms()),
         delivery_count: 0,
+        released: 0,
         lease: None,
         last_nack_reason: None,
         dead_letter: None,
@@ -72,7 +78,6 @@ fn enqueue_one(queue: &mut Queue, new: NewMessage, now: Timestamp) -> Result<Enq
         let expires_at = now.plus_ms(config.dedup_window_ms);
         queue.dedup_insert(dedup_id, DedupEntry { id, expires_at });
     }
-    queue.meta.next_id += 1;
     queue.meta.counters.enqueued += 1;
     queue.insert(message);
     Ok(Enqueued {
@@ -108,13 +113,9 @@ fn check_message(queue: &Queue, new: &NewMessage) -> Result<(), Refusal> {
         check_key("group", group)?;
     }
     if let Some(delay) = new.delay_ms {
-        if delay > config.delay_cap_ms() {
-            return Err(Refusal::InvalidArgument(format!(
-                "delay_ms {delay} exceeds max_delay_ms {} of queue {:?}",
-                config.delay_cap_ms(),
-                queue.name().as_str()
-            )));
-        }
+        config.check_delay(delay).map_err(|why| {
+            Refusal::InvalidArgument(format!("{why} (queue {:?})", queue.name().as_str()))
+        })?;
     }
     Ok(())
 }

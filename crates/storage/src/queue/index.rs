@@ -8,10 +8,16 @@
 //! - every message is in exactly one of: `timers` (its `visible_at` is after
 //!   `promoted_to`), `ready` (visible, and first of its group if it has one),
 //!   or neither (visible but waiting behind an earlier message of its group);
+//! - `ready` is ordered by `(visible_at, id)`: a message is delivered in the
+//!   order it became ready, so first deliveries keep enqueue order while a
+//!   redelivered message (visible again after its lease and backoff) queues
+//!   behind the messages that were waiting, instead of jumping ahead of all
+//!   of them every time;
 //! - `groups[g]` holds the ids of all messages of group `g`; the first is the
 //!   group's head, the only one that may be delivered or leased;
-//! - `expiry` and `dedup_expiry` hold every message and dedup entry by the time
-//!   it lapses; `bytes` is the sum of message sizes.
+//! - `expiry` holds every message by [`Message::expiry_due`] (its expiry, or
+//!   its lease's end if later) and `dedup_expiry` every dedup entry by the
+//!   end of its window; `bytes` is the sum of message sizes.
 //!
 //! Every mutation records what it changed in `dirty_messages`/`dirty_dedup`,
 //! so the state machine writes exactly those records in its apply batch.
@@ -30,15 +36,18 @@ pub struct Counters {
     pub enqueued: u64,
     /// Messages acked.
     pub acked: u64,
-    /// Messages moved to the dead-letter queue, or dropped for lack of one,
-    /// after `max_deliveries`.
+    /// Messages moved to the dead-letter queue after `max_deliveries`.
     pub dead_lettered: u64,
     /// Messages dropped past their TTL or retention.
     pub expired: u64,
-    /// Messages dropped by `drop_oldest` overflow or purged.
+    /// Messages dropped without being acked: by `drop_oldest` overflow, by a
+    /// purge, or after `max_deliveries` when the queue has no dead-letter
+    /// queue.
     pub dropped: u64,
     /// Messages moved back out of this (dead-letter) queue by redrive.
     pub redriven: u64,
+    /// Leases released unseen (not counted as deliveries).
+    pub released: u64,
 }
 
 /// What is persisted of a queue besides its messages.
@@ -48,8 +57,6 @@ pub struct QueueMeta {
     pub name: QueueName,
     /// Its configuration.
     pub config: QueueConfig,
-    /// The id the next enqueued message gets.
-    pub next_id: u64,
     /// When it was created.
     pub created_at: Timestamp,
     /// Running totals.
@@ -71,7 +78,7 @@ pub struct Queue {
     /// Persistent metadata.
     pub meta: QueueMeta,
     messages: BTreeMap<MessageId, Message>,
-    ready: BTreeSet<MessageId>,
+    ready: BTreeSet<(Timestamp, MessageId)>,
     timers: BTreeSet<(Timestamp, MessageId)>,
     promoted_to: Timestamp,
     groups: HashMap<String, BTreeSet<MessageId>>,
@@ -169,21 +176,26 @@ impl Queue {
         }
     }
 
-    /// Puts a message into the index its `visible_at` and group call for.
+    /// Puts a message into the indexes its `visible_at`, group and expiry
+    /// call for.
     fn place(&mut self, id: MessageId) {
         let message = &self.messages[&id];
+        self.expiry.insert((message.expiry_due(), id));
         if message.visible_at > self.promoted_to {
             self.timers.insert((message.visible_at, id));
         } else if self.heads_its_group(message) {
-            self.ready.insert(id);
+            self.ready.insert((message.visible_at, id));
         }
     }
 
-    /// Takes a message out of `ready` and `timers`.
+    /// Takes a message out of `ready`, `timers` and `expiry`.
     fn unplace(&mut self, id: MessageId) {
-        let visible_at = self.messages[&id].visible_at;
-        self.timers.remove(&(visible_at, id));
-        self.ready.remove(&id);
+        let message = &self.messages[&id];
+        let key = (message.visible_at, id);
+        let expiry = (message.expiry_due(), id);
+        self.timers.remove(&key);
+        self.ready.remove(&key);
+        self.expiry.remove(&expiry);
     }
 
     /// Brings the indexes up to `now`: messages whose time has come move from
@@ -199,7 +211,7 @@ impl Queue {
             }
             self.timers.pop_first();
             if self.heads_its_group(&self.messages[&id]) {
-                self.ready.insert(id);
+                self.ready.insert((visible_at, id));
             }
         }
     }
@@ -207,9 +219,7 @@ impl Queue {
     /// Adds a message (new, moved in, or loaded from disk).
     pub fn insert(&mut self, message: Message) {
         let id = message.id;
-        debug_assert!(id.0 < self.meta.next_id, "message id {id} not yet assigned");
         self.bytes += message.size();
-        self.expiry.insert((message.expires_at, id));
         if let Some(group) = &message.group {
             self.groups.entry(group.clone()).or_default().insert(id);
         }
@@ -228,7 +238,6 @@ impl Queue {
         self.unplace(id);
         let message = self.messages.remove(&id).expect("checked above");
         self.bytes -= message.size();
-        self.expiry.remove(&(message.expires_at, id));
         self.dirty_messages.insert(id);
         if let Some(group) = &message.group {
             let ids = self
@@ -243,8 +252,9 @@ impl Queue {
                 }
                 Some(next) if was_head => {
                     // The new head may have been visible and waiting.
-                    if self.messages[&next].visible_at <= self.promoted_to {
-                        self.ready.insert(next);
+                    let visible_at = self.messages[&next].visible_at;
+                    if visible_at <= self.promoted_to {
+                        self.ready.insert((visible_at, next));
                     }
                 }
                 Some(_) => {}
@@ -254,7 +264,7 @@ impl Queue {
     }
 
     /// Changes a message through `change`, keeping the indexes right. The
-    /// change must not touch its id, group, size or expiry.
+    /// change must not touch its id, group or size.
     pub fn update<R>(
         &mut self,
         id: MessageId,
@@ -271,13 +281,15 @@ impl Queue {
         Some(result)
     }
 
-    /// The lowest-id ready message. The caller leases, dead-letters or drops
-    /// it, each of which takes it out of `ready`.
+    /// The ready message that became ready first (lowest id among equals).
+    /// The caller leases, dead-letters or drops it, each of which takes it
+    /// out of `ready`.
     pub fn next_ready(&mut self) -> Option<MessageId> {
-        self.ready.first().copied()
+        self.ready.first().map(|&(_, id)| id)
     }
 
-    /// Ids of messages whose expiry is at or before `now`.
+    /// Ids of messages due to expire at or before `now` (a leased message
+    /// only once its lease has ended too).
     pub fn expired(&self, now: Timestamp) -> Vec<MessageId> {
         self.expiry
             .iter()
@@ -332,6 +344,37 @@ impl Queue {
         self.dedup_expiry.clear();
     }
 
+    /// Removes every message no consumer holds at `now` (ready, delayed, or
+    /// whose lease ran out) and forgets the dedup ids that named them, so a
+    /// producer may send them again; returns how many were removed. Messages
+    /// in flight stay, so their consumers can still ack them (as a RabbitMQ
+    /// quorum queue's purge keeps unacknowledged messages).
+    pub fn purge(&mut self, now: Timestamp) -> u64 {
+        let removed: BTreeSet<MessageId> = self
+            .messages
+            .values()
+            .filter(|m| !m.is_in_flight(now))
+            .map(|m| m.id)
+            .collect();
+        for &id in &removed {
+            self.remove(id);
+        }
+        let named: Vec<String> = self
+            .dedup
+            .iter()
+            .filter(|(_, entry)| removed.contains(&entry.id))
+            .map(|(dedup_id, _)| dedup_id.clone())
+            .collect();
+        for dedup_id in named {
+            if let Some(entry) = self.dedup.remove(&dedup_id) {
+                self.dedup_expiry
+                    .remove(&(entry.expires_at, dedup_id.clone()));
+            }
+            self.dirty_dedup.insert(dedup_id);
+        }
+        removed.len() as u64
+    }
+
     /// Removes every message; returns how many there were.
     pub fn remove_all(&mut self) -> u64 {
         let count = self.len();
@@ -353,7 +396,7 @@ impl Queue {
             let id = message.id;
             bytes += message.size();
             let in_timers = self.timers.contains(&(message.visible_at, id));
-            let in_ready = self.ready.contains(&id);
+            let in_ready = self.ready.contains(&(message.visible_at, id));
             let expect_timer = message.visible_at > self.promoted_to;
             let expect_ready = !expect_timer && self.heads_its_group(message);
             if in_timers != expect_timer || in_ready != expect_ready {
@@ -361,14 +404,16 @@ impl Queue {
                     "message {id}: in timers {in_timers} (want {expect_timer}), in ready {in_ready} (want {expect_ready})"
                 ));
             }
-            if !self.expiry.contains(&(message.expires_at, id)) {
+            if !self.expiry.contains(&(message.expiry_due(), id)) {
                 return Err(format!("message {id} missing from expiry index"));
             }
         }
         if bytes != self.bytes {
             return Err(format!("bytes {} but messages sum to {bytes}", self.bytes));
         }
-        if self.timers.len() + self.ready.len() > self.messages.len() {
+        if self.timers.len() + self.ready.len() > self.messages.len()
+            || self.expiry.len() != self.messages.len()
+        {
             return Err("index holds ids that are not messages".into());
         }
         let leased_heads = self

@@ -1,11 +1,18 @@
 //! The nouns of a queue: names, ids, timestamps, messages, leases, receipts.
 //!
 //! Invariants of a stored [`Message`]:
-//! - `id` is unique in its queue forever: ids come from the queue's counter
-//!   and are never reused, not even after a purge.
-//! - `lease`, when present, belongs to delivery number `delivery_count`; a
-//!   [`Receipt`] names that pair, so a receipt from an earlier delivery never
+//! - `id` is unique in the whole cluster forever: ids come from one counter
+//!   of the replicated state and are never reused, not after a purge and not
+//!   in a queue deleted and created again under the same name. A receipt or
+//!   an id from a queue's earlier life therefore never names a message of
+//!   its later one.
+//! - `lease`, when present, belongs to lease number `delivery_count`; a
+//!   [`Receipt`] names that pair, so a receipt from an earlier lease never
 //!   matches again.
+//! - `released <= delivery_count`: leases given back unseen (a consume stream
+//!   that could not send them, a consumer closed before handing them to the
+//!   application) count as leases but not as deliveries; `max_deliveries`
+//!   and the delivery count a consumer sees use `delivery_count - released`.
 //! - `visible_at` is when the message may be delivered next: the enqueue delay,
 //!   the end of a lease plus the retry backoff, or the end of a nack's delay.
 //! - `expires_at` is `enqueued_at` plus the smaller of the queue's TTL and its
@@ -45,7 +52,8 @@ impl fmt::Display for Timestamp {
     }
 }
 
-/// A message's id within its queue: assigned in enqueue order, never reused.
+/// A message's id: assigned in enqueue order from one cluster-wide counter,
+/// never reused, so ids increase within each queue and never repeat.
 #[derive(
     Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
 )]
@@ -120,13 +128,15 @@ pub(crate) fn truncate(text: &str, max: usize) -> &str {
     &text[..end]
 }
 
-/// Names one lease of one message: the message and the delivery that leased
-/// it. Acks, nacks and extends must present the receipt of the current lease.
+/// Names one lease of one message: the message and the number of the lease
+/// (1 for the first). Acks, nacks, extends and releases must present the
+/// receipt of the current lease. Message ids are never reused, so a receipt
+/// names at most one lease ever.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Receipt {
     /// The leased message.
     pub message: MessageId,
-    /// Which delivery of it (1 for the first).
+    /// Which lease of it (1 for the first); leases released unseen count too.
     pub delivery: u32,
 }
 
@@ -229,8 +239,11 @@ pub struct Message {
     pub visible_at: Timestamp,
     /// When it is dropped if still here.
     pub expires_at: Timestamp,
-    /// How often it has been delivered.
+    /// How often it has been leased; the current lease's receipt number.
     pub delivery_count: u32,
+    /// How many of those leases were released unseen (never handed to a
+    /// consumer); they do not count toward `max_deliveries`.
+    pub released: u32,
     /// The current lease, kept after its deadline passes until the message is
     /// leased again or nacked, so a slow consumer can still ack it.
     pub lease: Option<Lease>,
@@ -261,6 +274,23 @@ impl Message {
             .as_ref()
             .is_some_and(|lease| lease.deadline > now)
     }
+
+    /// Deliveries that count toward `max_deliveries`: leases minus those
+    /// released unseen.
+    pub fn counted_deliveries(&self) -> u32 {
+        self.delivery_count.saturating_sub(self.released)
+    }
+
+    /// When it may be dropped for its age: its expiry, or the end of its
+    /// lease if that is later. A leased message never expires under its
+    /// consumer: the holder may still ack it, and within a group the next
+    /// message is not delivered while it is held.
+    pub fn expiry_due(&self) -> Timestamp {
+        match &self.lease {
+            Some(lease) => self.expires_at.max(lease.deadline),
+            None => self.expires_at,
+        }
+    }
 }
 
 /// Body plus attribute bytes.
@@ -282,7 +312,8 @@ pub struct Delivery {
     pub attributes: Attributes,
     /// Its group, if any.
     pub group: Option<String>,
-    /// Which delivery this is (1 for the first).
+    /// Which delivery this is (1 for the first), not counting leases
+    /// released unseen.
     pub delivery_count: u32,
     /// When it was enqueued.
     pub enqueued_at: Timestamp,

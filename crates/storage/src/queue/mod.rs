@@ -1,9 +1,11 @@
 //! The queue state machine: pure, deterministic queue logic.
 //!
-//! [`Queues`] holds every queue and applies [`Command`]s to them. It has no
-//! I/O, no clock, no randomness and no tokio: time enters only as the `now`
-//! the leader stamped on a command, and the state's clock is the largest `now`
-//! seen so far, so it never runs backwards across leader changes. Two replicas
+//! [`Queues`] holds every queue, the cluster-wide message id counter, the
+//! cluster's identity record ([`crate::cluster`]) and the clock, and applies
+//! [`Command`]s to them. It has no I/O, no clock, no randomness and no tokio:
+//! time enters only as the `now` the leader stamped on a command, and the
+//! state's clock is the largest `now` seen so far, so it never runs backwards
+//! across leader changes. Two replicas
 //! that apply the same commands hold the same state and return the same
 //! responses; the property tests check this module against a simple model.
 //!
@@ -32,7 +34,7 @@ pub mod stats;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-pub use config::{Overflow, QueueConfig};
+pub use config::{Overflow, QueueConfig, QueueConfigPatch};
 pub use index::{Counters, DedupEntry, Queue, QueueMeta};
 pub use message::{
     Attributes, DeadLetter, Delivery, Lease, Message, MessageId, NewMessage, QueueName, Receipt,
@@ -40,6 +42,9 @@ pub use message::{
 };
 pub use stats::QueueStats;
 
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::ClusterRecord;
 use crate::command::{Command, Response};
 use crate::error::Refusal;
 use crate::keys::Key;
@@ -48,6 +53,11 @@ use crate::keys::Key;
 pub const MAX_ENQUEUE_MESSAGES: usize = 100;
 /// Most messages one receive may lease.
 pub const MAX_RECEIVE: u32 = 100;
+/// Most message bytes (bodies and attributes) one receive leases: well
+/// inside the 64 MiB a gRPC response may carry, with room for the per-message
+/// fields. A receive always leases at least one ready message, and the
+/// largest message is 4 MiB, so every message can be received.
+pub const MAX_RECEIVE_BYTES: u64 = 16 * 1024 * 1024;
 /// Most receipts in one ack, nack or extend.
 pub const MAX_RECEIPTS: usize = 100;
 /// Most commands in one batch entry.
@@ -70,10 +80,46 @@ pub enum Record<'a> {
     Dedup(&'a DedupEntry),
 }
 
-/// Every queue, and the clock.
+/// What the replicated state holds besides its queues: the clock, the next
+/// message id and the cluster's identity record. Persisted with every apply
+/// and in every snapshot.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Globals {
+    /// The largest `now` applied so far.
+    pub clock: Timestamp,
+    /// The id the next message gets, in any queue.
+    pub next_id: u64,
+    /// The cluster id and the members' incarnations.
+    pub cluster: ClusterRecord,
+}
+
+/// The cluster-wide message id counter.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Ids {
+    next: u64,
+}
+
+impl Ids {
+    /// The next id; ids start at 1 and are never reused.
+    pub(crate) fn assign(&mut self) -> MessageId {
+        let id = MessageId(self.next);
+        self.next += 1;
+        id
+    }
+}
+
+impl Default for Ids {
+    fn default() -> Self {
+        Ids { next: 1 }
+    }
+}
+
+/// Every queue, the id counter, the cluster record and the clock.
 #[derive(Clone, Debug, Default)]
 pub struct Queues {
     clock: Timestamp,
+    ids: Ids,
+    cluster: ClusterRecord,
     queues: BTreeMap<QueueName, Queue>,
     /// Queues changed since the last [`Queues::drain_changes`].
     touched: BTreeSet<QueueName>,
@@ -98,14 +144,48 @@ impl Queues {
         self.clock
     }
 
+    /// The id the next message will get.
+    pub fn next_id(&self) -> u64 {
+        self.ids.next
+    }
+
+    /// The cluster's identity record.
+    pub fn cluster(&self) -> &ClusterRecord {
+        &self.cluster
+    }
+
+    /// Forgets the incarnations of nodes that left the membership (the state
+    /// machine calls this with every membership entry it applies).
+    pub fn retain_members(&mut self, members: &BTreeSet<crate::NodeId>) {
+        self.cluster.retain_members(members);
+    }
+
+    /// The clock, id counter and cluster record, for persisting.
+    pub fn globals(&self) -> Globals {
+        Globals {
+            clock: self.clock,
+            next_id: self.ids.next,
+            cluster: self.cluster.clone(),
+        }
+    }
+
+    /// Restores what [`Queues::globals`] returned; call before loading queues.
+    pub fn load_globals(&mut self, globals: Globals) {
+        self.clock = globals.clock;
+        self.ids = Ids {
+            next: globals.next_id.max(1),
+        };
+        self.cluster = globals.cluster;
+    }
+
     /// Applies one command and returns its result. A refusal changes nothing
     /// but the clock, which every command with a `now` moves forward.
     pub fn apply(&mut self, command: Command) -> Response {
         match command {
             Command::CreateQueue { name, config, now } => admin::create(self, name, config, now),
-            Command::UpdateQueue { name, config } => admin::update(self, name, config),
+            Command::UpdateQueue { name, patch } => admin::update(self, name, patch),
             Command::DeleteQueue { name } => admin::delete(self, name),
-            Command::Purge { name } => admin::purge(self, name),
+            Command::Purge { name, now } => admin::purge(self, name, now),
             Command::Enqueue {
                 queue,
                 messages,
@@ -115,9 +195,20 @@ impl Queues {
                 queue,
                 max,
                 visibility_ms,
+                max_bytes,
                 consumer,
                 now,
-            } => receive::apply(self, queue, max, visibility_ms, consumer, now),
+            } => receive::apply(
+                self,
+                receive::Spec {
+                    queue,
+                    max,
+                    visibility_ms,
+                    max_bytes,
+                    consumer,
+                },
+                now,
+            ),
             Command::Ack { queue, receipts } => ack::ack(self, queue, receipts),
             Command::Nack {
                 queue,
@@ -132,6 +223,12 @@ impl Queues {
                 visibility_ms,
                 now,
             } => ack::extend(self, queue, receipts, visibility_ms, now),
+            Command::Release { queue, receipts } => ack::release(self, queue, receipts),
+            Command::RegisterNode {
+                node,
+                incarnation,
+                cluster_id,
+            } => self.cluster.register(node, incarnation, cluster_id),
             Command::Tick { now } => expire::tick(self, now),
             Command::Redrive { dlq, max, now } => redrive::apply(self, dlq, max, now),
             Command::Batch(commands) => self.apply_batch(commands),
@@ -177,6 +274,14 @@ impl Queues {
 
     /// A queue to change, brought up to the clock; marks it for writing.
     pub(crate) fn lookup_mut(&mut self, name: &QueueName) -> Result<&mut Queue, Refusal> {
+        Ok(self.lookup_with_ids(name)?.0)
+    }
+
+    /// As [`Queues::lookup_mut`], with the id counter for new messages.
+    pub(crate) fn lookup_with_ids(
+        &mut self,
+        name: &QueueName,
+    ) -> Result<(&mut Queue, &mut Ids), Refusal> {
         name.validate()?;
         let clock = self.clock;
         let queue = self
@@ -185,7 +290,7 @@ impl Queues {
             .ok_or_else(|| Refusal::QueueNotFound(name.to_string()))?;
         queue.promote(clock);
         self.touched.insert(name.clone());
-        Ok(queue)
+        Ok((queue, &mut self.ids))
     }
 
     /// Adds a new queue and marks it for writing.
@@ -279,11 +384,6 @@ impl Queues {
         Ok(())
     }
 
-    /// Sets the clock of a state being loaded; call before loading queues.
-    pub fn load_clock(&mut self, clock: Timestamp) {
-        self.clock = clock;
-    }
-
     /// Checks every queue's indexes (tests and debug assertions).
     pub fn check_indexes(&self) -> Result<(), String> {
         for queue in self.queues.values() {
@@ -294,9 +394,9 @@ impl Queues {
         Ok(())
     }
 
-    /// A digest of the whole state (clock, queues, messages, dedup entries),
-    /// equal on replicas that applied the same log. FNV-1a over the encoded
-    /// records, in key order.
+    /// A digest of the whole state (clock, id counter, cluster record,
+    /// queues, messages, dedup entries), equal on replicas that applied the
+    /// same log. FNV-1a over the encoded records, in key order.
     pub fn digest(&self) -> u64 {
         let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
         let mut feed = |bytes: &[u8]| {
@@ -305,7 +405,7 @@ impl Queues {
                 hash = hash.wrapping_mul(0x0100_0000_01b3);
             }
         };
-        feed(&self.clock.0.to_le_bytes());
+        feed(&postcard::to_allocvec(&self.globals()).expect("globals encode"));
         for queue in self.queues.values() {
             feed(&postcard::to_allocvec(&queue.meta).expect("meta encodes"));
             for message in queue.messages() {

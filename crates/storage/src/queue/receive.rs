@@ -1,12 +1,20 @@
-//! Receive: lease up to `max` ready messages, in id order.
+//! Receive: lease up to `max` ready messages (and at most `max_bytes` of
+//! them), in the order they became ready.
 //!
-//! For each ready message, lowest id first:
+//! For each ready message, the one ready longest first:
 //! - past its expiry: dropped and counted as expired;
-//! - already delivered `max_deliveries` times: moved, in this same apply, to
-//!   the queue's dead-letter queue (or dropped and counted when there is none);
-//! - otherwise leased: its delivery count rises, the lease runs until
+//! - already delivered `max_deliveries` times (leases released unseen do not
+//!   count): moved, in this same apply, to the queue's dead-letter queue, or
+//!   dropped and counted as dropped when there is none (the response names
+//!   each such message, so the node can log it);
+//! - otherwise leased: its lease count rises, the lease runs until
 //!   `now + visibility`, and the message becomes visible again at the lease's
-//!   end plus the queue's retry backoff, unless acked, nacked or extended.
+//!   end plus the queue's retry backoff, unless acked, nacked, released or
+//!   extended.
+//!
+//! The byte budget keeps an answer inside what a response may carry: the
+//! receive stops before the message that would exceed it, but always leases
+//! at least one message, so every message can be received.
 //!
 //! A receive that finds nothing ready leases nothing and returns an empty
 //! list; waiting for messages is the node's job (`wait.rs`), not a log entry.
@@ -15,33 +23,47 @@ use crate::command::Response;
 use crate::error::Refusal;
 use crate::queue::config::{MAX_VISIBILITY_TIMEOUT_MS, MIN_VISIBILITY_TIMEOUT_MS};
 use crate::queue::{
-    DeadLetter, Delivery, Lease, Message, MessageId, QueueName, Queues, Timestamp, MAX_KEY_BYTES,
-    MAX_RECEIVE,
+    DeadLetter, Delivery, Lease, Message, QueueConfig, QueueName, Queues, Timestamp, MAX_KEY_BYTES,
+    MAX_RECEIVE, MAX_RECEIVE_BYTES,
 };
 
+/// What a receive asks for.
+#[derive(Clone, Debug)]
+pub struct Spec {
+    /// The queue.
+    pub queue: QueueName,
+    /// Most messages, 1 to [`MAX_RECEIVE`].
+    pub max: u32,
+    /// Lease length; the queue's visibility timeout when absent.
+    pub visibility_ms: Option<u64>,
+    /// Most message bytes; [`MAX_RECEIVE_BYTES`] when absent or larger.
+    pub max_bytes: Option<u64>,
+    /// Who receives, for stats.
+    pub consumer: String,
+}
+
 /// Applies a receive command.
-pub fn apply(
-    queues: &mut Queues,
-    name: QueueName,
-    max: u32,
-    visibility_ms: Option<u64>,
-    consumer: String,
-    now: Timestamp,
-) -> Response {
+pub fn apply(queues: &mut Queues, spec: Spec, now: Timestamp) -> Response {
     let now = queues.advance_clock(now);
-    if let Err(refusal) = check(max, visibility_ms, &consumer) {
+    if let Err(refusal) = check(&spec) {
         return Response::Refused(refusal);
     }
+    let name = spec.queue;
     let queue = match queues.lookup_mut(&name) {
         Ok(queue) => queue,
         Err(refusal) => return Response::Refused(refusal),
     };
     let config = queue.config().clone();
-    let visibility = visibility_ms.unwrap_or(config.visibility_timeout_ms);
+    let visibility = spec.visibility_ms.unwrap_or(config.visibility_timeout_ms);
+    let budget = spec
+        .max_bytes
+        .map_or(MAX_RECEIVE_BYTES, |b| b.min(MAX_RECEIVE_BYTES));
     let mut deliveries = Vec::new();
+    let mut bytes = 0;
     let mut dead = Vec::new();
+    let mut dropped = Vec::new();
     let mut expired = 0;
-    while deliveries.len() < max as usize {
+    while deliveries.len() < spec.max as usize {
         let Some(id) = queue.next_ready() else {
             break;
         };
@@ -50,13 +72,25 @@ pub fn apply(
             queue.remove(id);
             queue.meta.counters.expired += 1;
             expired += 1;
-        } else if config.max_deliveries > 0 && message.delivery_count >= config.max_deliveries {
-            dead.push(queue.remove(id).expect("ready ids are messages"));
-            queue.meta.counters.dead_lettered += 1;
+        } else if config.max_deliveries > 0 && message.counted_deliveries() >= config.max_deliveries
+        {
+            let message = queue.remove(id).expect("ready ids are messages");
+            if config.dead_letter_queue.is_some() {
+                queue.meta.counters.dead_lettered += 1;
+                dead.push(message);
+            } else {
+                queue.meta.counters.dropped += 1;
+                dropped.push((message.id, message.counted_deliveries()));
+            }
         } else {
+            let size = message.size();
+            if !deliveries.is_empty() && bytes + size > budget {
+                break;
+            }
+            bytes += size;
             let delivery = queue
                 .update(id, |message| {
-                    lease(message, &consumer, now, visibility, &config)
+                    lease(message, &spec.consumer, now, visibility, &config)
                 })
                 .expect("ready ids are messages");
             deliveries.push(delivery);
@@ -69,27 +103,34 @@ pub fn apply(
     Response::Received {
         deliveries,
         dead_lettered,
+        dropped,
         expired,
     }
 }
 
-fn check(max: u32, visibility_ms: Option<u64>, consumer: &str) -> Result<(), Refusal> {
-    if !(1..=MAX_RECEIVE).contains(&max) {
+fn check(spec: &Spec) -> Result<(), Refusal> {
+    if !(1..=MAX_RECEIVE).contains(&spec.max) {
         return Err(Refusal::InvalidArgument(format!(
-            "max must be 1 to {MAX_RECEIVE}, not {max}"
+            "max must be 1 to {MAX_RECEIVE}, not {}",
+            spec.max
         )));
     }
-    if let Some(visibility) = visibility_ms {
+    if let Some(visibility) = spec.visibility_ms {
         if !(MIN_VISIBILITY_TIMEOUT_MS..=MAX_VISIBILITY_TIMEOUT_MS).contains(&visibility) {
             return Err(Refusal::InvalidArgument(format!(
                 "visibility_ms must be {MIN_VISIBILITY_TIMEOUT_MS} to {MAX_VISIBILITY_TIMEOUT_MS}, not {visibility}"
             )));
         }
     }
-    if consumer.len() > MAX_KEY_BYTES {
+    if spec.max_bytes == Some(0) {
+        return Err(Refusal::InvalidArgument(
+            "max_bytes must be at least 1 (leave it unset for the default)".into(),
+        ));
+    }
+    if spec.consumer.len() > MAX_KEY_BYTES {
         return Err(Refusal::InvalidArgument(format!(
             "consumer must be at most {MAX_KEY_BYTES} bytes, not {}",
-            consumer.len()
+            spec.consumer.len()
         )));
     }
     Ok(())
@@ -101,7 +142,7 @@ fn lease(
     consumer: &str,
     now: Timestamp,
     visibility: u64,
-    config: &crate::queue::QueueConfig,
+    config: &QueueConfig,
 ) -> Delivery {
     message.delivery_count += 1;
     let deadline = now.plus_ms(visibility);
@@ -112,22 +153,22 @@ fn lease(
         deadline,
     });
     message.visible_at =
-        deadline.plus_ms(config.retry_backoff_ms(message.id.0, message.delivery_count));
+        deadline.plus_ms(config.retry_backoff_ms(message.id.0, message.counted_deliveries()));
     Delivery {
         id: message.id,
         receipt: message.receipt().expect("just leased"),
         body: message.body.clone(),
         attributes: message.attributes.clone(),
         group: message.group.clone(),
-        delivery_count: message.delivery_count,
+        delivery_count: message.counted_deliveries(),
         enqueued_at: message.enqueued_at,
         lease_deadline: deadline,
         dead_letter: message.dead_letter.clone(),
     }
 }
 
-/// Appends dead letters to the dead-letter queue, each with a new id there and
-/// a record of where it came from. Limits of the dead-letter queue do not
+/// Appends dead letters to the dead-letter queue, each with a new id and a
+/// record of where it came from. Limits of the dead-letter queue do not
 /// apply: a dead letter is never refused or dropped on the way.
 fn move_to_dead_letter_queue(
     queues: &mut Queues,
@@ -139,13 +180,12 @@ fn move_to_dead_letter_queue(
     if dead.is_empty() {
         return;
     }
-    let target = queues
-        .lookup_mut(dlq)
+    let (target, ids) = queues
+        .lookup_with_ids(dlq)
         .expect("a queue's dead-letter queue exists: delete refuses to remove it");
     let lifetime = target.config().lifetime_ms();
     for message in dead {
-        let id = MessageId(target.meta.next_id);
-        target.meta.next_id += 1;
+        let id = ids.assign();
         target.meta.counters.enqueued += 1;
         target.insert(Message {
             id,
@@ -153,11 +193,12 @@ fn move_to_dead_letter_queue(
             enqueued_at: now,
             expires_at: now.plus_ms(lifetime),
             delivery_count: 0,
+            released: 0,
             lease: None,
             dead_letter: Some(DeadLetter {
                 source_queue: source.clone(),
                 source_id: message.id,
-                delivery_count: message.delivery_count,
+                delivery_count: message.counted_deliveries(),
                 reason: message.last_nack_reason.clone(),
                 dead_lettered_at: now,
             }),

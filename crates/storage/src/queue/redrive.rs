@@ -62,10 +62,9 @@ pub fn apply(queues: &mut Queues, dlq: QueueName, max: u32, now: Timestamp) -> R
             .remove(id)
             .expect("candidate is in the dead-letter queue");
         source.meta.counters.redriven += 1;
-        let queue = queues.lookup_mut(&target).expect("checked above");
+        let (queue, ids) = queues.lookup_with_ids(&target).expect("checked above");
         let lifetime = queue.config().lifetime_ms();
-        let new_id = MessageId(queue.meta.next_id);
-        queue.meta.next_id += 1;
+        let new_id = ids.assign();
         queue.meta.counters.enqueued += 1;
         queue.insert(Message {
             id: new_id,
@@ -73,6 +72,7 @@ pub fn apply(queues: &mut Queues, dlq: QueueName, max: u32, now: Timestamp) -> R
             visible_at: now,
             expires_at: now.plus_ms(lifetime),
             delivery_count: 0,
+            released: 0,
             lease: None,
             last_nack_reason: None,
             dead_letter: None,

@@ -32,7 +32,7 @@ pub struct QueueStats {
     pub oldest_in_flight_consumer: Option<String>,
     /// Running totals (enqueued, acked, dead-lettered, expired, dropped, redriven).
     pub counters: Counters,
-    /// The id the next message will get.
+    /// The id the next message will get (ids are cluster-wide).
     pub next_id: u64,
     /// Whether this queue is another queue's dead-letter queue.
     pub dead_letter_source_of: Vec<String>,
@@ -45,7 +45,6 @@ pub fn of(queue: &Queue, now: Timestamp) -> QueueStats {
         config: Some(queue.config().clone()),
         bytes: queue.bytes(),
         counters: queue.meta.counters.clone(),
-        next_id: queue.meta.next_id,
         ..QueueStats::default()
     };
     let mut oldest_ready: Option<Timestamp> = None;
@@ -90,6 +89,7 @@ impl crate::queue::Queues {
     pub fn stats(&self, name: &QueueName, now: Timestamp) -> Result<QueueStats, crate::Refusal> {
         let queue = self.lookup(name)?;
         let mut stats = of(queue, now.max(self.clock()));
+        stats.next_id = self.next_id();
         stats.dead_letter_source_of = dead_letter_sources(self.iter(), name);
         Ok(stats)
     }

@@ -1,0 +1,194 @@
+//! Only messages handed to a consumer count as deliveries: a consume stream
+//! leases no further ahead than it can send, and what it leased but never
+//! sent is released when it ends; a client dropped with unread messages
+//! releases them too. A consumer that never got a message does not push it
+//! toward the dead-letter queue.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use raftq_client::proto as pb;
+use raftq_client::{Consumer, ConsumerConfig, Message, ReceiveOptions};
+use raftq_proto::v1::queue_service_client::QueueServiceClient;
+use raftq_tests::cluster::TestCluster;
+
+async fn stats(client: &raftq_client::Client, queue: &str) -> pb::QueueInfo {
+    client.get_queue(queue).await.expect("stats")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_consume_stream_that_reads_nothing_leases_little_and_releases_it_when_it_ends() {
+    let cluster = TestCluster::start(3).await;
+    let leader = cluster.wait_for_leader().await;
+    let client = cluster.client();
+    client
+        .create_queue("dlq", Default::default())
+        .await
+        .expect("dlq");
+    client
+        .create_queue(
+            "jobs",
+            pb::QueueConfig {
+                max_deliveries: Some(1),
+                dead_letter_queue: Some("dlq".into()),
+                visibility_timeout_ms: Some(1_000),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("create");
+    let messages: Vec<Message> = (0..50u8)
+        .map(|i| Message::new(Bytes::from(vec![i; 500_000])))
+        .collect();
+    client.enqueue("jobs", messages).await.expect("enqueue");
+
+    println!("phase: a consumer opens a stream with credit 50 and reads nothing");
+    let mut raw = QueueServiceClient::connect(format!("http://{}", cluster.addr(leader)))
+        .await
+        .expect("connect")
+        .max_decoding_message_size(64 << 20);
+    let (credit_tx, credit_rx) = tokio::sync::mpsc::channel::<pb::ConsumeRequest>(1);
+    credit_tx
+        .send(pb::ConsumeRequest {
+            request: Some(pb::consume_request::Request::Start(pb::ConsumeStart {
+                queue: "jobs".into(),
+                credit: 50,
+                ..Default::default()
+            })),
+        })
+        .await
+        .expect("start");
+    let stream = raw
+        .consume(tokio_stream::wrappers::ReceiverStream::new(credit_rx))
+        .await
+        .expect("consume")
+        .into_inner();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let leased = stats(&client, "jobs").await.in_flight;
+    // What the client's HTTP/2 receive window holds (hyper's 2 MiB: four of
+    // these messages), one being written, and the server's 1 MiB lease-ahead.
+    assert!(
+        (1..=10).contains(&leased),
+        "the stream leases what it can send soon, not its whole credit: {leased} leased"
+    );
+
+    println!("phase: it disconnects; the unsent leases are released uncounted");
+    drop(stream);
+    drop(credit_tx);
+    let mut released = 0;
+    for _ in 0..200 {
+        released = stats(&client, "jobs")
+            .await
+            .counters
+            .expect("counters")
+            .released;
+        if released > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(released > 0, "unsent leases were released");
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+
+    println!("phase: after the visibility timeout, a healthy consumer gets the messages");
+    let mut delivered = 0;
+    loop {
+        let got = client
+            .receive(
+                "jobs",
+                ReceiveOptions {
+                    max: 20,
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("receive");
+        if got.is_empty() {
+            break;
+        }
+        assert!(got.iter().all(|d| d.delivery_count == 1), "{got:?}");
+        let receipts = got.iter().map(|d| d.receipt.clone()).collect();
+        client.ack("jobs", receipts).await.expect("ack");
+        delivered += got.len() as u64;
+    }
+    let counters = stats(&client, "jobs").await.counters.expect("counters");
+    println!(
+        "leased {leased} at first, released {}, delivered {delivered}, dead-lettered {}",
+        counters.released, counters.dead_lettered
+    );
+    assert_eq!(delivered + counters.dead_lettered, 50, "nothing is lost");
+    assert!(
+        counters.dead_lettered <= 10,
+        "only messages handed to the transport may count as delivered, not the whole \
+         credit: {counters:?}"
+    );
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_consumer_dropped_with_unread_messages_releases_them() {
+    let cluster = TestCluster::start(3).await;
+    let client = cluster.client();
+    client
+        .create_queue(
+            "jobs",
+            pb::QueueConfig {
+                max_deliveries: Some(1),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("create");
+    let messages: Vec<Message> = (0..20).map(|i| Message::new(format!("m{i}"))).collect();
+    client.enqueue("jobs", messages).await.expect("enqueue");
+    let mut consumer = Consumer::new(
+        client.clone(),
+        "jobs",
+        ConsumerConfig {
+            prefetch: 10,
+            ..Default::default()
+        },
+    );
+    let first = consumer.next().await.expect("a message").expect("no error");
+    first.ack().await.expect("ack");
+    // Let the prefetch buffer fill, then drop the consumer unread.
+    for _ in 0..200 {
+        if stats(&client, "jobs").await.in_flight >= 9 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(consumer);
+    let mut info = stats(&client, "jobs").await;
+    for _ in 0..200 {
+        if info.in_flight == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        info = stats(&client, "jobs").await;
+    }
+    assert_eq!(
+        info.in_flight, 0,
+        "the unread messages were released: {info:?}"
+    );
+    assert_eq!(info.ready, 19);
+    let counters = info.counters.expect("counters");
+    assert!(counters.released >= 9, "{counters:?}");
+    let again = client
+        .receive(
+            "jobs",
+            ReceiveOptions {
+                max: 100,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("receive");
+    assert_eq!(again.len(), 19);
+    assert!(
+        again.iter().all(|d| d.delivery_count == 1),
+        "released leases did not count, so max_deliveries 1 still delivers them"
+    );
+    cluster.shutdown().await;
+}
