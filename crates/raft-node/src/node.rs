@@ -48,6 +48,13 @@ pub const LOG_KEPT_BEHIND_SNAPSHOT: u64 = 2_000;
 pub const MAX_ENTRIES_PER_APPEND: u64 = 256;
 /// How long a client request may wait for its entry to commit.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the Raft log's flush may run before the node gives up on its
+/// disk (a flush that never returns: sled on a full or hung disk).
+pub const LOG_FLUSH_STALL_LIMIT: Duration = Duration::from_secs(15);
+/// How long openraft's core may take to answer a question about its state
+/// before the node gives up on it: a core that does not answer is stuck in
+/// a storage call (sled can block forever on a full disk).
+pub const RAFT_CORE_ANSWER_LIMIT: Duration = Duration::from_secs(15);
 
 /// A running node's parts, shared by its services.
 pub struct Node {
@@ -75,6 +82,9 @@ pub struct Node {
     pub disk: Arc<DiskMonitor>,
     /// Held across a membership change: this node makes one at a time.
     pub membership_change: tokio::sync::Mutex<()>,
+    /// Set when the node cannot go on (its storage failed or hangs);
+    /// [`NodeHandle::wait`] returns the reason as an error.
+    fatal: watch::Sender<Option<String>>,
     log: LogStore,
     shutdown: watch::Receiver<bool>,
 }
@@ -174,6 +184,7 @@ impl Node {
             clock,
             identity,
             disk,
+            fatal: watch::Sender::new(None),
             log,
             shutdown: shutdown_rx,
         });
@@ -197,6 +208,7 @@ impl Node {
         tasks.push(tokio::spawn(crate::ticker::run(node.clone())));
         tasks.push(tokio::spawn(watch_state(node.clone())));
         tasks.push(tokio::spawn(watch_standing(node.clone())));
+        tasks.push(tokio::spawn(watch_storage(node.clone())));
         let disk_node = node.clone();
         tasks.push(tokio::spawn(async move {
             disk_node.disk.run(disk_node.shutdown_signal()).await
@@ -224,6 +236,19 @@ impl Node {
     /// Bytes the Raft log occupies on disk.
     pub fn log_size(&self) -> Result<u64> {
         Ok(self.log.size_on_disk()?)
+    }
+
+    /// Declares that this node cannot go on; [`NodeHandle::wait`] returns.
+    pub fn fail(&self, why: String) {
+        self.fatal.send_if_modified(|fatal| {
+            if fatal.is_none() {
+                tracing::error!(node_id = self.id, reason = %why, "this node cannot go on");
+                *fatal = Some(why);
+                true
+            } else {
+                false
+            }
+        });
     }
 
     /// Refuses a request on a node that takes no part in the cluster (it was
@@ -269,6 +294,44 @@ async fn watch_state(node: Arc<Node>) {
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
         observe_state(&node.state, &node.clock, &node.identity);
+    }
+}
+
+/// Stops the node when its storage hangs: a log flush that never returns,
+/// or an openraft core that does not answer (stuck in a storage call), as
+/// sled does on a full disk. Without this the node would keep its ports open
+/// and answer status while taking no part.
+async fn watch_storage(node: Arc<Node>) {
+    let mut shutdown = node.shutdown_signal();
+    let mut interval = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        if let Some(stalled) = node.log.stalled_for() {
+            if stalled > LOG_FLUSH_STALL_LIMIT {
+                node.fail(format!(
+                    "the Raft log's flush has not returned for {}s: the data disk is full or hung",
+                    stalled.as_secs()
+                ));
+                return;
+            }
+        }
+        let asked = tokio::time::timeout(RAFT_CORE_ANSWER_LIMIT, node.raft.with_raft_state(|_| ()));
+        tokio::select! {
+            answer = asked => match answer {
+                Ok(_) => {}
+                Err(_) => {
+                    node.fail(format!(
+                        "openraft's core has not answered for {}s: a storage call is stuck (is the data disk full or hung?)",
+                        RAFT_CORE_ANSWER_LIMIT.as_secs()
+                    ));
+                    return;
+                }
+            },
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
     }
 }
 
@@ -355,16 +418,21 @@ impl NodeHandle {
     pub async fn wait(self) -> Result<()> {
         let mut signal = self.node.shutdown_signal();
         let mut metrics = self.node.raft.metrics();
+        let mut failed = self.node.fatal.subscribe();
         let fatal = loop {
             let running = metrics.borrow_and_update().running_state.clone();
             if let Err(fatal) = running {
                 break Some(fatal.to_string());
+            }
+            if let Some(why) = failed.borrow_and_update().clone() {
+                break Some(why);
             }
             tokio::select! {
                 _ = signal.wait_for(|stop| *stop) => break None,
                 changed = metrics.changed() => if changed.is_err() {
                     break Some("raft stopped without saying why".to_string());
                 },
+                _ = failed.changed() => {}
             }
         };
         match fatal {

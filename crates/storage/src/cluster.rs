@@ -63,10 +63,12 @@ impl ClusterRecord {
         }
         match self.incarnations.get(&node) {
             Some(&known) if known == incarnation => {}
-            Some(&known) => return Response::Refused(Refusal::InvalidArgument(format!(
+            Some(&known) => {
+                return Response::Refused(Refusal::InvalidArgument(format!(
                 "node {node} is registered with incarnation {known:016x}, not {incarnation:016x}: \
                      remove it and add it again"
-            ))),
+            )))
+            }
             None => {
                 self.incarnations.insert(node, incarnation);
             }

@@ -15,7 +15,10 @@
 //!   applied;
 //! - a failed flush (a full disk, an I/O error) fails every append from then
 //!   on: after a failed fsync the file's state is unknown, so the node must
-//!   stop rather than carry on;
+//!   stop rather than carry on. A flush that does not return at all (sled can
+//!   hang on a full disk) is visible in [`LogStore::stalled_for`], and vote,
+//!   committed, truncate and purge give up after [`SYNC_TIMEOUT`] with an
+//!   error, so the node stops instead of hanging;
 //! - a truncation that would remove entries this node has already applied is
 //!   refused as a storage error ([`Error::LogBelowApplied`]): committed
 //!   entries are never overwritten in Raft, so such a request means the
@@ -66,6 +69,10 @@ const COMMITTED: &[u8] = b"committed";
 const LAST_PURGED: &[u8] = b"last_purged";
 const INCARNATION: &[u8] = b"incarnation";
 
+/// How long a flush for vote, committed, truncate or purge may take before
+/// the call fails (the disk is hung or full).
+pub const SYNC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Counters of the flusher, for metrics and benchmarks.
 #[derive(Debug, Default)]
 pub struct LogStats {
@@ -75,6 +82,15 @@ pub struct LogStats {
     pub flushed_appends: AtomicU64,
     /// Total time spent in those flushes, in microseconds.
     pub flush_micros: AtomicU64,
+    /// When the flush under way started (ms since the Unix epoch); 0 when
+    /// none is.
+    pub flush_started_ms: AtomicU64,
+}
+
+fn epoch_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 struct Inner {
@@ -177,6 +193,13 @@ impl LogStore {
         self.inner.failed.load(Ordering::Relaxed)
     }
 
+    /// How long the group-commit flush under way has been running, if one
+    /// is: a flush that does not return means a hung or full disk.
+    pub fn stalled_for(&self) -> Option<std::time::Duration> {
+        let started = self.inner.stats.flush_started_ms.load(Ordering::Relaxed);
+        (started > 0).then(|| std::time::Duration::from_millis(epoch_ms().saturating_sub(started)))
+    }
+
     /// The last log index, or 0 for an empty log (purged entries count).
     pub fn last_index(&self) -> Result<u64> {
         let purged = self.read_meta::<LogId>(LAST_PURGED)?;
@@ -242,9 +265,13 @@ impl LogStore {
     /// Flushes and fsyncs the log database off the async runtime's threads.
     async fn sync(&self) -> Result<()> {
         let disk = self.inner.disk.clone();
-        tokio::task::spawn_blocking(move || disk.flush())
-            .await
-            .map_err(|err| Error::Io(std::io::Error::other(err)))?
+        let flush = tokio::task::spawn_blocking(move || disk.flush());
+        match tokio::time::timeout(SYNC_TIMEOUT, flush).await {
+            Ok(joined) => joined.map_err(|err| Error::Io(std::io::Error::other(err)))?,
+            Err(_) => Err(Error::Io(std::io::Error::other(format!(
+                "the log did not flush within {SYNC_TIMEOUT:?}: is the disk full or hung?"
+            )))),
+        }
     }
 
     fn remove_range(&self, range: impl RangeBounds<u64>) -> Result<()> {
@@ -355,7 +382,11 @@ fn flusher(
             continue;
         }
         let started = std::time::Instant::now();
+        stats
+            .flush_started_ms
+            .store(epoch_ms().max(1), Ordering::Relaxed);
         let result = disk.flush();
+        stats.flush_started_ms.store(0, Ordering::Relaxed);
         stats.flushes.fetch_add(1, Ordering::Relaxed);
         stats
             .flushed_appends

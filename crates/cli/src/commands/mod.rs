@@ -39,22 +39,32 @@ impl ClientArgs {
 
 /// Turns a client error into a message that says what to do.
 pub fn explain(err: raftq_client::Error, cluster: &str) -> anyhow::Error {
+    match hint(&err, cluster) {
+        Some(hint) => anyhow::anyhow!("{}\nhint: {hint}", err.message),
+        None => anyhow::anyhow!("{}", err.message),
+    }
+}
+
+/// What to do about an error, when there is something to say.
+pub fn hint(err: &raftq_client::Error, cluster: &str) -> Option<String> {
     use raftq_client::Code;
-    let hint = match err.code {
+    let message = err.message.as_str();
+    Some(match err.code {
         Code::Unavailable | Code::DeadlineExceeded => format!(
-            "\nhint: no node of {cluster} answered as or through a leader; is the cluster running (`raftq dev`, `raftq cluster status`)?"
+            "no node of {cluster} answered as or through a leader; is the cluster running (`raftq dev`, `raftq cluster status`)?"
         ),
-        Code::NotFound if err.message.contains("queue") => "\nhint: create it with `raftq queue create NAME`".to_string(),
-        Code::FailedPrecondition if err.message.starts_with("stale receipt") => {
-            "\nhint: the message was leased again since; its current holder acks it".to_string()
+        Code::NotFound if message.contains("queue") => {
+            "create it with `raftq queue create NAME`".to_string()
         }
-        Code::FailedPrecondition if err.message.starts_with("unknown receipt") => {
-            "\nhint: the message is gone (acked, purged, expired or dead-lettered); nothing to do".to_string()
+        Code::FailedPrecondition if message.starts_with("stale receipt") => {
+            "the message was leased again since; its current holder acks it".to_string()
         }
-        Code::ResourceExhausted if err.message.contains("disk alarm") => {
-            "\nhint: free space on that node's data disk (see `raftq cluster status`); receives and acks still work".to_string()
+        Code::FailedPrecondition if message.starts_with("unknown receipt") => {
+            "the message is gone (acked, purged, expired or dead-lettered); nothing to do".to_string()
         }
-        _ => String::new(),
-    };
-    anyhow::anyhow!("{}{hint}", err.message)
+        Code::ResourceExhausted if message.contains("disk alarm") => {
+            "free space on that node's data disk (see `raftq cluster status`); receives and acks still work".to_string()
+        }
+        _ => return None,
+    })
 }

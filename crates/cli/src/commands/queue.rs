@@ -424,7 +424,7 @@ pub async fn run_ack(args: AckArgs) -> anyhow::Result<()> {
         .ack(&args.queue, args.receipts.clone())
         .await
         .map_err(|err| explain(err, &args.client.cluster))?;
-    report_receipts(&args.receipts, results, "acked", args.client.json)
+    report_receipts(&args.receipts, results, "acked", &args.client)
 }
 
 /// `raftq nack`
@@ -457,15 +457,16 @@ pub async fn run_nack(args: NackArgs) -> anyhow::Result<()> {
         )
         .await
         .map_err(|err| explain(err, &args.client.cluster))?;
-    report_receipts(&args.receipts, results, "nacked", args.client.json)
+    report_receipts(&args.receipts, results, "nacked", &args.client)
 }
 
 fn report_receipts(
     receipts: &[String],
     results: Vec<raftq_client::Result<()>>,
     verb: &str,
-    json: bool,
+    client: &ClientArgs,
 ) -> anyhow::Result<()> {
+    let json = client.json;
     let mut failed = 0;
     for (receipt, result) in receipts.iter().zip(results) {
         match result {
@@ -479,6 +480,9 @@ fn report_receipts(
                     );
                 } else {
                     eprintln!("{receipt}: {}", err.message);
+                    if let Some(hint) = super::hint(&err, &client.cluster) {
+                        eprintln!("  hint: {hint}");
+                    }
                 }
             }
         }
