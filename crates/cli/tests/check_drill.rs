@@ -1,7 +1,8 @@
 //! `raftq check`, the failover drill, run as a user would run it: against a
 //! cluster of `raftq serve` processes it starts itself (behind its
 //! fault-injecting proxies) and faults on a seeded schedule: kill -9,
-//! SIGSTOP, partitions, membership changes. It must find no violation.
+//! SIGSTOP, partitions, membership changes, lost data dirs. It must find no
+//! violation.
 //! Longer and larger runs are in `.ci/run` (release build, 60,000
 //! operations, 3 and 5 nodes, network namespaces).
 
@@ -62,10 +63,30 @@ fn clean_drill(args: &[&str], limit: Duration) -> String {
 #[test]
 fn the_drill_with_every_kind_of_fault_finds_no_violation() {
     let stderr = clean_drill(
-        &["--duration", "15s", "--seed", "11"],
+        &[
+            "--faults",
+            "kill,pause,partition,membership",
+            "--duration",
+            "15s",
+            "--seed",
+            "11",
+        ],
         Duration::from_secs(240),
     );
     assert!(stderr.contains("remove voter"), "{stderr}");
+}
+
+/// Nodes lose their data dir and start again under their old id with the
+/// same `--initial-cluster` (the leader among them): the cluster refuses
+/// them until they are removed and added back, and loses nothing; some of
+/// the messages are large (the workload's default).
+#[test]
+fn the_drill_with_wiped_data_dirs_loses_nothing_acknowledged() {
+    let stderr = clean_drill(
+        &["--faults", "wipe,kill", "--duration", "30s", "--seed", "1"],
+        Duration::from_secs(300),
+    );
+    assert!(stderr.contains("fault=wipe"), "{stderr}");
 }
 
 #[test]

@@ -35,6 +35,9 @@ use crate::error::{Error, Result};
 const MAX_ACK_BATCH: usize = 100;
 /// How long releasing unread messages may take when a consumer is dropped.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a dropped consumer reads what the server still sends before it
+/// gives up (what is left then runs out its lease).
+const WIND_DOWN: Duration = Duration::from_secs(5);
 
 /// How a consumer receives.
 #[derive(Clone, Debug)]
@@ -87,6 +90,9 @@ struct Shared {
     settle_tx: mpsc::Sender<SettleOp>,
     held: Mutex<HashMap<String, Held>>,
     credit_tx: Mutex<Option<mpsc::Sender<u32>>>,
+    /// Turns true when the consumer is dropped: the stream task closes its
+    /// side, reads what the server still sends, and releases it.
+    stop: tokio::sync::watch::Sender<bool>,
 }
 
 impl Shared {
@@ -231,12 +237,12 @@ impl Consumer {
             settle_tx,
             held: Mutex::default(),
             credit_tx: Mutex::default(),
+            stop: tokio::sync::watch::Sender::new(false),
         });
         let (out_tx, rx) = mpsc::channel(config.prefetch as usize);
-        let mut tasks = vec![
-            tokio::spawn(stream_task(shared.clone(), config.clone(), out_tx)),
-            tokio::spawn(settle_task(shared.clone(), settle_rx)),
-        ];
+        // The stream task is not aborted on drop: it winds down itself.
+        tokio::spawn(stream_task(shared.clone(), config.clone(), out_tx));
+        let mut tasks = vec![tokio::spawn(settle_task(shared.clone(), settle_rx))];
         if config.auto_extend {
             tasks.push(tokio::spawn(extend_task(shared.clone())));
         }
@@ -245,12 +251,14 @@ impl Consumer {
 }
 
 impl Drop for Consumer {
-    /// Stops the consumer's tasks and releases the messages it received but
-    /// never handed to the application.
+    /// Stops the consumer and releases the messages it received but never
+    /// handed to the application: those in its buffer at once, and those
+    /// still on their way once the server has ended the stream.
     fn drop(&mut self) {
         for task in &self.tasks {
             task.abort();
         }
+        self.shared.stop.send_replace(true);
         self.rx.close();
         let mut unread = Vec::new();
         while let Ok(item) = self.rx.try_recv() {
@@ -261,6 +269,29 @@ impl Drop for Consumer {
         }
         release_unread(&self.shared, unread);
     }
+}
+
+/// After the consumer was dropped: closes this side of the stream (so the
+/// server stops leasing and ends it), reads what the server still sends, and
+/// releases it.
+async fn wind_down(shared: &Arc<Shared>, mut stream: tonic::Streaming<pb::ConsumeResponse>) {
+    drop(
+        shared
+            .credit_tx
+            .lock()
+            .expect("credit lock is never poisoned")
+            .take(),
+    );
+    let mut unread = Vec::new();
+    let _ = tokio::time::timeout(WIND_DOWN, async {
+        while let Ok(Some(response)) = stream.message().await {
+            if let Some(delivery) = response.message {
+                unread.push(delivery.receipt);
+            }
+        }
+    })
+    .await;
+    release_unread(shared, unread);
 }
 
 /// Releases, in the background, leases of messages the application never saw.
@@ -343,12 +374,20 @@ async fn stream_task(
         let mut client = QueueServiceClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let mut stop = shared.stop.subscribe();
         let failure = match client.consume(outbound).await {
             Ok(response) => {
                 shared.client.observe(response.metadata());
                 let mut stream = response.into_inner();
                 loop {
-                    match stream.message().await {
+                    let next = tokio::select! {
+                        next = stream.message() => next,
+                        () = async { let _ = stop.wait_for(|stop| *stop).await; } => {
+                            wind_down(&shared, stream).await;
+                            return;
+                        }
+                    };
+                    match next {
                         Ok(Some(pb::ConsumeResponse {
                             message: Some(delivery),
                         })) => {
@@ -379,6 +418,7 @@ async fn stream_task(
                                     let receipt = received.delivery.receipt.clone();
                                     release_unread(&shared, vec![receipt]);
                                 }
+                                wind_down(&shared, stream).await;
                                 return;
                             }
                         }

@@ -237,6 +237,8 @@ impl LeaderCache {
         if state.leader.as_deref() == Some(addr) {
             state.leader = None;
         }
+        // Not preferred next time: the next target is probed among all.
+        state.answered.insert(addr.to_string(), false);
         state.next_seed = state.next_seed.wrapping_add(1);
     }
 

@@ -29,7 +29,8 @@ pub const LEADER_ID_HEADER: &str = "raftq-leader-id";
 /// Response metadata key naming the leader's address.
 pub const LEADER_ADDR_HEADER: &str = "raftq-leader-addr";
 /// Metadata key on a refused internal Raft message naming why: `removed`,
-/// `lost-data`, `other-cluster` or `clock-skew` (see `raft.proto`).
+/// `lost-data`, `stale-record`, `other-cluster` or `clock-skew` (see
+/// `raft.proto`).
 pub const REFUSAL_HEADER: &str = "raftq-refusal";
 /// Metadata key on every status a raftq node answers with itself, naming
 /// the node: a client tells a node that answered "unavailable" (no leader

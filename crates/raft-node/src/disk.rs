@@ -10,8 +10,8 @@
 //! nacks, purges and deletes. A disk that fills anyway fails the log's
 //! flush, and the node stops with a non-zero exit (see `node.rs`).
 //!
-//! The free space is a metric (`raftq_disk_free_bytes`) and in `cluster
-//! status`, with the alarm.
+//! The free space is a metric (`raftq_disk{field="free_bytes"}`, with
+//! `min_free_bytes`, `total_bytes` and `alarm`) and in `cluster status`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -121,7 +121,7 @@ impl Identity {
     }
 
     /// Whether to log a refusal of `kind` about `peer` now: once per
-    /// [`LOG_EVERY`], so a refused peer's heartbeats do not flood the log.
+    /// 30 s, so a refused peer's heartbeats do not flood the log.
     pub fn should_log(&self, peer: NodeId, kind: RefusalKind) -> bool {
         let mut logged = self.logged.lock().expect("identity lock is never poisoned");
         let key = (peer, kind.as_str());

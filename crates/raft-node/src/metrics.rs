@@ -105,7 +105,7 @@ impl Metrics {
                 IntGaugeVec::new(
                     Opts::new(
                         "raftq_queue_events",
-                        "Running totals per queue (enqueued, acked, dead_lettered, expired, dropped, redriven), as applied",
+                        "Running totals per queue (enqueued, acked, dead_lettered, expired, dropped, redriven, released), as applied",
                     ),
                     &["queue", "event"],
                 )
@@ -212,6 +212,7 @@ impl Metrics {
                     ("expired", c.expired),
                     ("dropped", c.dropped),
                     ("redriven", c.redriven),
+                    ("released", c.released),
                 ] {
                     self.queue_events
                         .with_label_values(&[name, event])

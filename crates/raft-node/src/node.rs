@@ -117,8 +117,10 @@ impl Node {
                 config.data_dir.display()
             ))
         })?;
-        let log = LogStore::open(&config.data_dir.join("log"))?;
+        // The state first: a data dir in a format this release cannot read
+        // is refused before the log store writes anything into it.
         let state_machine = StateMachine::open(&config.data_dir.join("sm"))?;
+        let log = LogStore::open(&config.data_dir.join("log"))?;
         let state = state_machine.reader();
         check_log_covers_applied(&log, &state)?;
         log.guard_applied(state_machine.applied_index());
@@ -271,7 +273,9 @@ fn check_log_covers_applied(log: &LogStore, state: &StateReader) -> Result<()> {
     let last = log.last_index()?;
     if applied > last {
         return Err(Error::Internal(format!(
-            "the Raft log ends at index {last} but the state has applied up to {applied}: the              log was lost or damaged. This data dir cannot serve; remove the node from the              cluster and add it back with an empty data dir"
+            "the Raft log ends at index {last} but the state has applied up to {applied}: the \
+             log was lost or damaged. This data dir cannot serve; remove the node from the \
+             cluster and add it back with an empty data dir"
         )));
     }
     Ok(())

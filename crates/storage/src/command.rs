@@ -49,7 +49,7 @@ pub enum Command {
         /// The leader's clock (which leases are still held).
         now: Timestamp,
     },
-    /// Appends messages; each gets the queue's next id.
+    /// Appends messages; each gets the next id of the cluster-wide counter.
     Enqueue {
         /// The queue.
         queue: QueueName,
@@ -58,7 +58,7 @@ pub enum Command {
         /// The leader's clock.
         now: Timestamp,
     },
-    /// Leases up to `max` ready messages in id order.
+    /// Leases up to `max` ready messages in the order they became ready.
     Receive {
         /// The queue.
         queue: QueueName,

@@ -5,8 +5,8 @@
 //!
 //! | key | bytes | value |
 //! |---|---|---|
-//! | [`Key::Applied`] | `00` | last applied log id, membership, clock |
-//! | [`Key::Queue`] | `01 name` | the queue's config, id counter and counters |
+//! | [`Key::Applied`] | `00` | last applied log id, membership, clock, next id, cluster record |
+//! | [`Key::Queue`] | `01 name` | the queue's config and counters |
 //! | [`Key::Message`] | `02 name 00 id:u64be` | one message |
 //! | [`Key::Dedup`] | `03 name 00 dedup_id` | one remembered dedup id |
 //!

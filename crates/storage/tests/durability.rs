@@ -427,3 +427,49 @@ async fn a_reopened_state_machine_has_the_state_it_had_applied() {
     assert_eq!(sm.applied_state().await.expect("applied").0, applied);
     assert_eq!(sm.reader().read().queues.digest(), digest);
 }
+
+#[tokio::test]
+async fn a_truncation_below_the_applied_index_is_refused_and_the_log_keeps_its_entries() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = LogStore::open(&dir.path().join("log")).expect("open log");
+    let mut sm = StateMachine::open(&dir.path().join("sm")).expect("open sm");
+    log.guard_applied(sm.applied_index());
+    let entries: Vec<Entry> = (1..=5)
+        .map(|i| {
+            entry(
+                i,
+                if i == 1 {
+                    Command::create("jobs", 1_000)
+                } else {
+                    Command::enqueue("jobs", ["x"], 1_000 + i)
+                },
+            )
+        })
+        .collect();
+    log.blocking_append(entries.clone()).await.expect("append");
+    sm.apply(entries[..3].to_vec()).await.expect("apply 1..=3");
+    let conflict = LogId::new(CommittedLeaderId::new(2, 2), 3);
+    let err = log
+        .truncate(conflict)
+        .await
+        .expect_err("entry 3 was applied here");
+    assert!(
+        err.to_string().contains("applied up to 3"),
+        "the error says what was lost: {err}"
+    );
+    let kept = log.try_get_log_entries(1..=5).await.expect("read");
+    assert_eq!(kept.len(), 5, "nothing was removed");
+    log.truncate(LogId::new(CommittedLeaderId::new(2, 2), 4))
+        .await
+        .expect("entries after the applied index may be replaced");
+    assert_eq!(log.try_get_log_entries(1..=5).await.expect("read").len(), 3);
+    let incarnation = log.incarnation();
+    assert_ne!(incarnation, 0);
+    drop(log);
+    let reopened = LogStore::open(&dir.path().join("log")).expect("reopen");
+    assert_eq!(
+        reopened.incarnation(),
+        incarnation,
+        "the incarnation is durable"
+    );
+}

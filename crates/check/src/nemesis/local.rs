@@ -17,6 +17,7 @@ struct LocalNode {
     /// The proxy's address: what clients and peers use.
     addr: String,
     args: Vec<String>,
+    data_dir: PathBuf,
     log: PathBuf,
     child: Option<Child>,
 }
@@ -161,6 +162,7 @@ impl LocalCluster {
             LocalNode {
                 addr,
                 args,
+                data_dir: dir.join(format!("node-{id}")),
                 log: dir.join(format!("node-{id}.log")),
                 child: None,
             },
@@ -245,6 +247,17 @@ impl Backend for LocalCluster {
 
     fn pause(&mut self, id: u64) -> Result<()> {
         self.signal(id, "-STOP")
+    }
+
+    fn can_wipe(&self) -> bool {
+        true
+    }
+
+    fn wipe(&mut self, id: u64) -> Result<()> {
+        self.kill(id)?;
+        let node = self.node(id)?;
+        std::fs::remove_dir_all(&node.data_dir)
+            .map_err(|err| Error::Setup(format!("cannot wipe {}: {err}", node.data_dir.display())))
     }
 
     fn resume(&mut self, id: u64) -> Result<()> {

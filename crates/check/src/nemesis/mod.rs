@@ -17,6 +17,10 @@
 //!   refused, as by a firewall that drops them;
 //! - **membership**: remove a voter from the cluster (its process runs on),
 //!   and add it back when the fault ends;
+//! - **wipe**: kill -9 a node, delete its data dir (a lost disk) and start it
+//!   again at once under its old id, with the same `--initial-cluster` (as a
+//!   Kubernetes pod with a new volume does); the cluster must refuse it until
+//!   the fault ends, when it is removed and added back as an operator would;
 //! - **combinations** of two of these on different nodes at once.
 //!
 //! The backends:
@@ -78,6 +82,18 @@ pub trait Backend: Send {
     fn cut(&mut self, cuts: &[Cut]) -> Result<()>;
     /// Removes every cut.
     fn mend(&mut self) -> Result<()>;
+    /// Whether [`Backend::wipe`] works here.
+    fn can_wipe(&self) -> bool {
+        false
+    }
+    /// kill -9 node `id` and delete its data dir; [`Backend::start`] starts
+    /// it again, empty.
+    fn wipe(&mut self, id: u64) -> Result<()> {
+        Err(Error::Setup(format!(
+            "the {} backend cannot wipe node {id}'s data dir",
+            self.name()
+        )))
+    }
 }
 
 /// Runs `f` where blocking is allowed: outside the async workers on a
@@ -98,6 +114,8 @@ struct InForce {
     paused: BTreeSet<u64>,
     cut: bool,
     removed: BTreeSet<u64>,
+    /// Nodes whose data dir was wiped: removed and added back when healing.
+    wiped: BTreeSet<u64>,
     /// Removals still under way when their fault's time was up: healing
     /// waits for them before adding the node back, or the late removal
     /// would undo the re-adding.
@@ -222,6 +240,15 @@ async fn apply(
             in_force.cut = true;
             Ok(format!("partition {sides}"))
         }
+        Action::Wipe(target) => {
+            let (id, role) = resolve(target);
+            blocking(|| backend.wipe(id))?;
+            blocking(|| backend.start(id))?;
+            in_force.wiped.insert(id);
+            Ok(format!(
+                "wipe node {id}{role}'s data dir and start it again under its id"
+            ))
+        }
         Action::Remove(target) => {
             let (id, role) = resolve(target);
             // A removal that fails (no leader at the moment, a change
@@ -276,7 +303,11 @@ async fn heal(backend: &mut dyn Backend, client: &Client, in_force: &mut InForce
         // The client gives up on its own within its retry budget.
         let _ = tokio::time::timeout(Duration::from_secs(90), task).await;
     }
-    if std::mem::take(&mut in_force.removed).is_empty() {
+    let wiped = std::mem::take(&mut in_force.wiped);
+    for id in &wiped {
+        remove_wiped(client, *id).await?;
+    }
+    if std::mem::take(&mut in_force.removed).is_empty() && wiped.is_empty() {
         return Ok(());
     }
     // Every node of the backend must be a voter again, whatever became of
@@ -285,6 +316,28 @@ async fn heal(backend: &mut dyn Backend, client: &Client, in_force: &mut InForce
         add_back(client, id, &addr).await?;
     }
     Ok(())
+}
+
+/// Removes a wiped node from the membership (the operator's first step to
+/// bring it back with its new, empty log), retrying for up to two minutes.
+async fn remove_wiped(client: &Client, id: u64) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let why = match tokio::time::timeout(Duration::from_secs(30), client.remove_node(id)).await
+        {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(err)) if err.is_not_found() => return Ok(()),
+            Ok(Err(err)) => err.to_string(),
+            Err(_) => "no answer in 30 s".to_string(),
+        };
+        if Instant::now() >= deadline {
+            return Err(Error::Setup(format!(
+                "could not remove wiped node {id} within 120 s: {why}"
+            )));
+        }
+        tracing::warn!(node = id, %why, "removing the wiped node failed; retrying");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// Whether node `id` votes (the status names the leader "leader", the

@@ -42,6 +42,10 @@ pub enum Action {
     Partition(Shape),
     /// Remove the voter from the cluster, add it back at the end.
     Remove(Target),
+    /// kill -9, delete the node's data dir (a lost disk) and start it again
+    /// under its old id at once; at the end, remove it from the cluster and
+    /// add it back, as an operator would.
+    Wipe(Target),
 }
 
 /// The kinds of fault a [`schedule`] may draw (`raftq check --faults`).
@@ -55,15 +59,18 @@ pub enum FaultKind {
     Partition,
     /// A voter removed and added back.
     Membership,
+    /// A node's data dir lost, the node restarted under its old id.
+    Wipe,
 }
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 4] = [
+    pub const ALL: [FaultKind; 5] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::Partition,
         FaultKind::Membership,
+        FaultKind::Wipe,
     ];
 }
 
@@ -76,8 +83,9 @@ impl FromStr for FaultKind {
             "pause" => Ok(FaultKind::Pause),
             "partition" => Ok(FaultKind::Partition),
             "membership" => Ok(FaultKind::Membership),
+            "wipe" => Ok(FaultKind::Wipe),
             other => Err(format!(
-                "{other:?} is not a fault kind: kill, pause, partition or membership"
+                "{other:?} is not a fault kind: kill, pause, partition, membership or wipe"
             )),
         }
     }
@@ -119,23 +127,25 @@ fn action(rng: &mut Rng, nodes: &[u64], kind: u64) -> Action {
         2 => Action::Partition(Shape::Isolate(target(rng, nodes))),
         3 => Action::Partition(Shape::LeaderInMinority(shuffled(rng, nodes))),
         4 => Action::Partition(Shape::Bridge(shuffled(rng, nodes))),
-        _ => Action::Remove(target(rng, nodes)),
+        5 => Action::Remove(target(rng, nodes)),
+        _ => Action::Wipe(target(rng, nodes)),
     }
 }
 
 /// A seeded list of faults of the given `kinds` filling `duration`: each
 /// follows a quiet gap of 2–5 s and lasts 1–4 s. With every kind, each is
 /// with equal odds a kill, a pause, an isolated node, the leader in a
-/// minority, a bridge, a voter removed and added back, or a combination of
-/// two kills, pauses or removals (a partition is never combined with
-/// another, so the two actions hit different nodes).
+/// minority, a bridge, a voter removed and added back, a wiped data dir, or
+/// a combination of two kills, pauses or removals (a partition or a wipe is
+/// never combined with another, so the two actions hit different nodes and
+/// a majority keeps its data).
 pub fn schedule(
     seed: u64,
     nodes: &[u64],
     duration: Duration,
     kinds: &[FaultKind],
 ) -> Vec<PlannedFault> {
-    // The menu: action numbers of `action`, 6 for a combination.
+    // The menu: action numbers of `action`, 7 for a combination.
     let mut menu = Vec::new();
     let mut combinable = Vec::new();
     for kind in FaultKind::ALL.into_iter().filter(|k| kinds.contains(k)) {
@@ -144,10 +154,11 @@ pub fn schedule(
             FaultKind::Pause => (menu.push(1), combinable.push(1)),
             FaultKind::Partition => (menu.extend([2, 3, 4]), ()),
             FaultKind::Membership => (menu.push(5), combinable.push(5)),
+            FaultKind::Wipe => (menu.push(6), ()),
         };
     }
     if !combinable.is_empty() {
-        menu.push(6);
+        menu.push(7);
     }
     let mut rng = Rng::new(seed);
     let mut faults = Vec::new();
@@ -161,7 +172,7 @@ pub fn schedule(
         }
         at += after_ms + duration_ms;
         let kind = menu[rng.below(menu.len() as u64) as usize];
-        let actions = if kind == 6 {
+        let actions = if kind == 7 {
             let mut pick = || combinable[rng.below(combinable.len() as u64) as usize];
             let (first, second) = (pick(), pick());
             vec![
@@ -227,6 +238,9 @@ mod tests {
         assert!(has(&|f| matches!(first(f), Action::Kill(_))));
         assert!(has(&|f| matches!(first(f), Action::Pause(_))));
         assert!(has(&|f| matches!(first(f), Action::Remove(_))));
+        assert!(has(
+            &|f| matches!(first(f), Action::Wipe(_)) && f.actions.len() == 1
+        ));
         assert!(has(&|f| matches!(
             first(f),
             Action::Partition(Shape::Isolate(Target::Leader))
@@ -266,6 +280,7 @@ mod tests {
         assert!(kills.iter().any(|f| f.actions.len() == 2), "kill + kill");
         assert!(schedule(3, &nodes, long, &[]).is_empty());
         assert_eq!("membership".parse(), Ok(FaultKind::Membership));
+        assert_eq!("wipe".parse(), Ok(FaultKind::Wipe));
         assert!("flood".parse::<FaultKind>().is_err());
     }
 }

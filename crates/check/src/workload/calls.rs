@@ -59,10 +59,17 @@ pub(super) async fn receive(
     }
 }
 
+/// The payload id a body carries: the whole body, or what comes before the
+/// first line break of a large message (the rest is padding).
+pub(super) fn payload_of(body: &[u8]) -> PayloadId {
+    let id = body.split(|b| *b == b'\n').next().unwrap_or(body);
+    PayloadId(String::from_utf8_lossy(id).into_owned())
+}
+
 pub(super) fn delivery_record(delivery: &proto::Delivery) -> DeliveryRecord {
     DeliveryRecord {
         id: delivery.id,
-        payload: PayloadId(String::from_utf8_lossy(&delivery.body).into_owned()),
+        payload: payload_of(&delivery.body),
         delivery_count: delivery.delivery_count,
         receipt: delivery.receipt.clone(),
         group: delivery.group.clone(),

@@ -55,6 +55,13 @@ pub struct WorkloadConfig {
     pub explicit_dedup_per_mille: u32,
     /// `max_deliveries` of the retry queue.
     pub dlq_max_deliveries: u32,
+    /// Per mille of messages that are large: their payload id is followed by
+    /// a line break and padding up to `large_bytes`, so that large messages
+    /// cross every path (appends, receives, snapshots) during the faults.
+    pub large_per_mille: u32,
+    /// Largest padding of a large message, bytes (at most 1,000,000: the
+    /// queues keep the default 1 MiB message limit).
+    pub large_bytes: usize,
     /// Deadline of one call (a receive's wait is added); past it the call is
     /// abandoned and recorded as unknown.
     pub op_timeout: Duration,
@@ -86,6 +93,8 @@ impl WorkloadConfig {
             retry_nack_per_mille: 400,
             explicit_dedup_per_mille: 250,
             dlq_max_deliveries: 2,
+            large_per_mille: 10,
+            large_bytes: 256 * 1024,
             op_timeout: Duration::from_secs(10),
             progress_interval: Duration::from_secs(1),
         }
@@ -127,10 +136,17 @@ impl WorkloadConfig {
         if self.groups == 0 || self.dlq_max_deliveries == 0 {
             return fail("groups and dlq_max_deliveries must be at least 1".into());
         }
+        if self.large_bytes > 1_000_000 {
+            return fail(format!(
+                "large_bytes must be at most 1000000 (the queues' message limit), not {}",
+                self.large_bytes
+            ));
+        }
         let per_mille = [
             self.hold_per_mille + self.nack_per_mille,
             self.hold_per_mille + self.retry_nack_per_mille,
             self.explicit_dedup_per_mille,
+            self.large_per_mille,
         ];
         if per_mille.iter().any(|p| *p > 1000) {
             return fail(

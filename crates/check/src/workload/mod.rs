@@ -87,9 +87,13 @@ impl Workload {
         let queues = QueueNames::new(&config.prefix);
         tracing::info!(seed = config.seed, prefix = %config.prefix, "workload setup");
         let visibility_ms = Some(config.visibility.as_millis() as u64);
+        // A short retry backoff (0.1 s doubling to 1 s) so that redeliveries
+        // come back within the run and its drain, backoff included.
         let base = proto::QueueConfig {
             visibility_timeout_ms: visibility_ms,
             max_deliveries: Some(0),
+            retry_backoff_min_ms: Some(100),
+            retry_backoff_max_ms: Some(1_000),
             ..proto::QueueConfig::default()
         };
         let retry = proto::QueueConfig {

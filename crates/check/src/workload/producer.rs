@@ -3,7 +3,9 @@
 //!
 //! Each payload id is `<prefix>/p<producer>/<n>`, unique to the run; a
 //! quarter of the messages (by default) carry it as an explicit dedup id, the
-//! rest get the client's own, so both paths of the client are exercised.
+//! rest get the client's own, so both paths of the client are exercised. One
+//! in a hundred (by default) is large: the payload id, a line break, and up
+//! to 256 KiB of padding.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -32,7 +34,16 @@ pub(super) async fn produce(ctx: Arc<Ctx>, index: usize, mut rng: Rng) {
             let payload = PayloadId(format!("{}/p{index}/{next}", ctx.config.prefix));
             next += 1;
             let group = grouped.then(|| format!("g{}", rng.below(u64::from(ctx.config.groups))));
-            let mut message = Message::new(payload.0.clone());
+            let mut message = if rng.chance(ctx.config.large_per_mille) {
+                let padding = 1 + rng.below(ctx.config.large_bytes as u64) as usize;
+                let mut body = Vec::with_capacity(payload.0.len() + 1 + padding);
+                body.extend_from_slice(payload.0.as_bytes());
+                body.push(b'\n');
+                body.resize(body.len() + padding, b'.');
+                Message::new(body)
+            } else {
+                Message::new(payload.0.clone())
+            };
             if let Some(group) = &group {
                 message = message.with_group(group.clone());
             }

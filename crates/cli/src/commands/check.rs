@@ -67,12 +67,12 @@ pub struct CheckArgs {
     #[arg(long, default_value_t = 4)]
     consumers: usize,
     /// The kinds of fault the schedule draws from, comma-separated: kill,
-    /// pause, partition, membership (default: all; the docker nemesis takes
-    /// them all too).
+    /// pause, partition, membership, wipe (a lost data dir; local and netns
+    /// only, the docker nemesis leaves it out). Default: all.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "kill,pause,partition,membership"
+        default_value = "kill,pause,partition,membership,wipe"
     )]
     faults: Vec<FaultKind>,
     /// Most messages enqueued and not yet acked; producers wait above it.
@@ -188,9 +188,17 @@ async fn drill(args: &CheckArgs, seed: u64, dir: &std::path::Path) -> anyhow::Re
     let outcome = match backend.as_mut() {
         Some(cluster) => {
             let ids: Vec<u64> = cluster.members().into_iter().map(|(id, _)| id).collect();
+            let mut kinds = args.faults.clone();
+            if !cluster.can_wipe() && kinds.contains(&FaultKind::Wipe) {
+                eprintln!(
+                    "the {} cannot wipe a node's data dir: leaving wipe faults out",
+                    cluster.name()
+                );
+                kinds.retain(|k| *k != FaultKind::Wipe);
+            }
             let faults = match args.kill_loop {
                 Some(kills) => nemesis::kill_loop(seed, &ids, kills),
-                None => nemesis::schedule(seed, &ids, args.duration, &args.faults),
+                None => nemesis::schedule(seed, &ids, args.duration, &kinds),
             };
             eprintln!("{} faults planned", faults.len());
             // A schedule ends with the workload (it may stop early, at

@@ -106,7 +106,8 @@ fn reset_field(option: &str) -> &'static str {
     }
 }
 
-/// Queue config options; unset ones take the server's defaults.
+/// Queue config options: on create, unset ones take the server's defaults;
+/// on update, unset ones keep their current values.
 #[derive(Clone, Debug, Default, clap::Args)]
 struct ConfigArgs {
     /// Lease length (default 30s; 1s to 12h).

@@ -5,7 +5,7 @@
 //! ([`crate::propose`]) into one Raft entry with other concurrent requests;
 //! reads pass the read-index barrier ([`crate::read`]) first; a receive that
 //! may wait goes through [`crate::wait`]; `Consume` streams receives with
-//! credit-based flow control ([`consume_local`]).
+//! credit-based flow control (`consume_local`).
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -572,9 +572,10 @@ impl QueueService for QueueApi {
 /// than [`CONSUME_LEASE_AHEAD_BYTES`] ahead of what the transport has taken,
 /// and sends them down the stream. The stream ends with a status when the
 /// receive fails (e.g. leadership moved: the client reconnects), and quietly
-/// when the client goes away. Either way, the leases of messages the stream
-/// never handed to the transport are released: they do not count as
-/// deliveries, and the messages are ready again at once.
+/// when the client goes away or closes its side of the stream. Either way,
+/// the leases of messages the stream never handed to the transport are
+/// released: they do not count as deliveries, and the messages are ready
+/// again at once.
 async fn consume_local(
     node: Arc<Node>,
     mut inbound: Streaming<pb::ConsumeRequest>,
@@ -635,6 +636,9 @@ struct Outbox {
     unsent: Mutex<HashMap<String, (Receipt, u64)>>,
     bytes: AtomicU64,
     taken: Notify,
+    /// Set when the client closed its side: the stream hands out nothing
+    /// more (what is left is released instead).
+    closing: std::sync::atomic::AtomicBool,
 }
 
 impl Outbox {
@@ -685,6 +689,9 @@ impl Stream for Outgoing {
     type Item = std::result::Result<pb::ConsumeResponse, Status>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.outbox.closing.load(Ordering::Relaxed) {
+            return Poll::Ready(None);
+        }
         let polled = Pin::new(&mut self.inner).poll_next(cx);
         if let Poll::Ready(Some(Ok(pb::ConsumeResponse {
             message: Some(delivery),
@@ -805,7 +812,9 @@ async fn consume_loop(
             }
         }
     }
-    // The client is gone: whatever was leased after the stream was dropped
-    // is released here (the stream's drop released the rest).
+    // The client is gone or closed its side: nothing more is handed out,
+    // and whatever was leased and not sent is released here (the stream's
+    // drop releases what is left after that).
+    outbox.closing.store(true, Ordering::Relaxed);
     release_later(node.clone(), spec.queue.clone(), outbox.drain());
 }

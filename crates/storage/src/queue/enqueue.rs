@@ -1,4 +1,4 @@
-//! Enqueue: append messages, each with the queue's next id.
+//! Enqueue: append messages, each with the next cluster-wide id.
 //!
 //! Each message of a command gets its own result. A message is refused, and
 //! nothing of it stored, when it is malformed (size, attributes, delay, keys)

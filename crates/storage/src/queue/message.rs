@@ -225,7 +225,7 @@ pub struct DeadLetter {
 /// A stored message.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
-    /// Its id in its queue.
+    /// Its id (unique in the cluster, increasing within its queue).
     pub id: MessageId,
     /// The payload.
     pub body: Bytes,
@@ -304,7 +304,7 @@ pub fn message_size(body: &Bytes, attributes: &Attributes) -> u64 {
 pub struct Delivery {
     /// The message id.
     pub id: MessageId,
-    /// The receipt to ack, nack or extend with.
+    /// The receipt to ack, nack, extend or release with.
     pub receipt: Receipt,
     /// The payload.
     pub body: Bytes,

@@ -58,7 +58,7 @@ pub const MAX_RECEIVE: u32 = 100;
 /// fields. A receive always leases at least one ready message, and the
 /// largest message is 4 MiB, so every message can be received.
 pub const MAX_RECEIVE_BYTES: u64 = 16 * 1024 * 1024;
-/// Most receipts in one ack, nack or extend.
+/// Most receipts in one ack, nack, extend or release.
 pub const MAX_RECEIPTS: usize = 100;
 /// Most commands in one batch entry.
 pub const MAX_BATCH_COMMANDS: usize = 4096;
@@ -433,7 +433,7 @@ pub(crate) fn check_key(what: &str, value: &str) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// Checks the number of receipts in an ack, nack or extend.
+/// Checks the number of receipts in an ack, nack, extend or release.
 pub(crate) fn check_receipts(receipts: &[Receipt]) -> Result<(), Refusal> {
     if receipts.is_empty() || receipts.len() > MAX_RECEIPTS {
         return Err(Refusal::InvalidArgument(format!(

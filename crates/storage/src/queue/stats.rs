@@ -30,7 +30,8 @@ pub struct QueueStats {
     pub oldest_in_flight_age_ms: u64,
     /// The consumer holding that lease.
     pub oldest_in_flight_consumer: Option<String>,
-    /// Running totals (enqueued, acked, dead-lettered, expired, dropped, redriven).
+    /// Running totals (enqueued, acked, dead-lettered, expired, dropped,
+    /// redriven, released).
     pub counters: Counters,
     /// The id the next message will get (ids are cluster-wide).
     pub next_id: u64,
