@@ -628,7 +628,7 @@ async fn each_bad_input_gets_the_status_code_a_client_acts_on_and_changes_nothin
         Code::InvalidArgument
     );
     let status = c
-        .status(pb::StatusRequest {})
+        .status(pb::StatusRequest::default())
         .await
         .expect("status")
         .into_inner();

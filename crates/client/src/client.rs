@@ -637,15 +637,21 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn cluster_status(&self) -> Result<pb::StatusResponse> {
+        self.status_of(false).await
+    }
+
+    async fn status_of(&self, digest: bool) -> Result<pb::StatusResponse> {
         self.with_retries(|ch| async move {
             ClusterServiceClient::new(ch)
-                .status(pb::StatusRequest {})
+                .status(pb::StatusRequest { digest })
                 .await
         })
         .await
     }
 
-    /// The cluster as the node at `addr` sees it (no leader routing).
+    /// The cluster as the node at `addr` sees it (no leader routing), with
+    /// that node's state digest (`state_digest`: equal on replicas that
+    /// applied the same log; it takes a pass over the node's whole state).
     ///
     /// ```no_run
     /// # async fn demo(client: raftq_client::Client) -> raftq_client::Result<()> {
@@ -660,7 +666,7 @@ impl Client {
                 ..self.inner.retry
             },
         )?;
-        single.cluster_status().await
+        single.status_of(true).await
     }
 
     /// Adds a node: it joins as a learner and becomes a voter once caught up.

@@ -142,7 +142,7 @@ impl LeaderCache {
         let addrs: Vec<String> = candidates.iter().map(|(a, _)| a.clone()).collect();
         let probes = candidates.into_iter().map(|(addr, channel)| {
             Box::pin(async move {
-                let mut request = tonic::Request::new(pb::StatusRequest {});
+                let mut request = tonic::Request::new(pb::StatusRequest { digest: false });
                 request.set_timeout(PROBE_TIMEOUT);
                 let answer = tokio::time::timeout(
                     PROBE_TIMEOUT,

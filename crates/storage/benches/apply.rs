@@ -2,13 +2,13 @@
 //!
 //! Each benchmark builds its openraft entries outside the timed section (that
 //! is the client's and the log's work) and times what the state machine does
-//! with them: [`StateMachine::apply_entries`], which runs the queue logic and
-//! writes one sled batch, or, in the `apply/memory` group, the pure
-//! [`Queues::apply`] alone (plus a `drain_changes` that visits the changed
-//! records without encoding them, so the change sets stay bounded).
+//! with them: [`StateMachine::apply_entries`] (the queue logic on the state
+//! in memory, under the state lock, as openraft calls it; nothing is written
+//! to disk), or, in the `apply/queues` group, the pure [`Queues::apply`]
+//! alone.
 //!
 //! Bodies are 256 bytes. Memory stays bounded: an enqueue-only workload
-//! starts over with a fresh state (new sled directory) once its queue holds
+//! starts over with a fresh state once its queue holds
 //! [`RESET_AT_MESSAGES`]; the receive+ack workload enqueues (untimed) as many
 //! messages as it receives and acks, so its backlog stays at
 //! [`RECEIVE_BACKLOG`].
@@ -39,17 +39,17 @@ const RECEIVE_BACKLOG: usize = 10_000;
 /// The leader clock the commands carry (ms); it advances 1 ms per apply.
 const START_MS: u64 = 1_700_000_000_000;
 
-/// Where the state lives.
+/// What applies the entries.
 #[derive(Clone, Copy)]
 enum Kind {
-    /// sled, through `StateMachine::apply_entries`.
-    Sled,
+    /// `StateMachine::apply_entries`.
+    StateMachine,
     /// `Queues::apply` alone.
     Memory,
 }
 
 enum Backend {
-    Sled {
+    StateMachine {
         // Field order matters: the state machine closes before its directory
         // is removed.
         state_machine: StateMachine,
@@ -61,14 +61,14 @@ enum Backend {
 impl Backend {
     fn open(kind: Kind) -> Self {
         match kind {
-            Kind::Sled => {
+            Kind::StateMachine => {
                 let dir = tempfile::Builder::new()
                     .prefix("raftq-bench-apply-")
                     .tempdir()
                     .expect("a temporary directory can be created");
                 let state_machine =
                     StateMachine::open(dir.path()).expect("a fresh state machine opens");
-                Backend::Sled {
+                Backend::StateMachine {
                     state_machine,
                     _dir: dir,
                 }
@@ -79,20 +79,16 @@ impl Backend {
 
     fn apply(&mut self, entries: Vec<Entry>) -> Vec<Response> {
         match self {
-            Backend::Sled { state_machine, .. } => state_machine
+            Backend::StateMachine { state_machine, .. } => state_machine
                 .apply_entries(entries)
-                .expect("apply on a healthy disk succeeds"),
-            Backend::Memory(queues) => {
-                let responses = entries
-                    .into_iter()
-                    .map(|entry| match entry.payload {
-                        openraft::EntryPayload::Normal(command) => queues.apply(command),
-                        _ => Response::None,
-                    })
-                    .collect();
-                queues.drain_changes(|_key, _record| {});
-                responses
-            }
+                .expect("an in-memory apply succeeds"),
+            Backend::Memory(queues) => entries
+                .into_iter()
+                .map(|entry| match entry.payload {
+                    openraft::EntryPayload::Normal(command) => queues.apply(command),
+                    _ => Response::None,
+                })
+                .collect(),
         }
     }
 }
@@ -257,7 +253,7 @@ fn check_enqueued(response: &Response, messages: usize) {
 }
 
 /// Benchmarks `step` on a fixture of its own, `messages` per step; the
-/// fixture (and its sled directory) is gone before the next benchmark starts.
+/// fixture (and its directory) is gone before the next benchmark starts.
 fn bench(
     group: &mut BenchmarkGroup<'_, WallTime>,
     name: &str,
@@ -299,15 +295,15 @@ fn configure(group: &mut BenchmarkGroup<'_, WallTime>) {
         .measurement_time(Duration::from_secs(3));
 }
 
-fn apply_sled(c: &mut Criterion) {
-    let mut group = c.benchmark_group("apply/sled");
+fn apply_state_machine(c: &mut Criterion) {
+    let mut group = c.benchmark_group("apply/state_machine");
     configure(&mut group);
-    workloads(&mut group, Kind::Sled);
+    workloads(&mut group, Kind::StateMachine);
     group.finish();
 }
 
-fn apply_memory(c: &mut Criterion) {
-    let mut group = c.benchmark_group("apply/memory");
+fn apply_queues(c: &mut Criterion) {
+    let mut group = c.benchmark_group("apply/queues");
     configure(&mut group);
     workloads(&mut group, Kind::Memory);
     group.finish();
@@ -315,7 +311,7 @@ fn apply_memory(c: &mut Criterion) {
 
 fn main() {
     let mut criterion = Criterion::default().without_plots().configure_from_args();
-    apply_sled(&mut criterion);
-    apply_memory(&mut criterion);
+    apply_state_machine(&mut criterion);
+    apply_queues(&mut criterion);
     criterion.final_summary();
 }

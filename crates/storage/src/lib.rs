@@ -7,10 +7,11 @@
 //!    openraft it is durable only after the group-commit flush returned.
 //! 2. Once a majority has it, openraft calls
 //!    `StateMachine::apply` ([`state_machine`]), which runs each command through the
-//!    pure queue logic ([`queue::Queues::apply`]) and writes every record the
-//!    command touched, plus the new `last_applied`, in one atomic sled batch.
-//! 3. [`snapshot`] streams the state to a file for lagging followers and log
-//!    compaction.
+//!    pure queue logic ([`queue::Queues::apply`]) on the state in memory:
+//!    nothing is written, the log is the state's durability.
+//! 3. [`snapshot`] streams the state to a file on openraft's snapshot policy
+//!    and at a clean shutdown; a restart loads the newest one and re-applies
+//!    the log after it; lagging followers get it in chunks.
 //!
 //! The queue logic in [`queue`] has no I/O, no clock and no tokio: time enters
 //! only as the `now` the leader stamped on the command, so every replica that
@@ -21,7 +22,6 @@ pub mod codec;
 pub mod command;
 pub mod error;
 pub mod fsync;
-pub mod keys;
 pub mod log_store;
 pub mod queue;
 pub mod snapshot;

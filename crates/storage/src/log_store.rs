@@ -8,8 +8,12 @@
 //! Durability rules:
 //! - an append is reported to openraft ([`LogFlushed::log_io_completed`]) only
 //!   after a flush that started after the append's write has returned;
-//! - vote, committed index, truncation and purge are flushed before their call
-//!   returns;
+//! - vote, truncation and purge are flushed before their call returns. The
+//!   committed index is written but not flushed on its own: openraft saves it
+//!   before every apply, and an fsync there would sit on every write's path.
+//!   It only tells a restarting node how far to re-apply; a stale one is
+//!   safe (the leader tells the node the commit index again), and it is
+//!   flushed with the next append or vote;
 //! - every entry is a checked record ([`crate::codec::encode_checked`]): a torn
 //!   or corrupted entry is reported as a storage error when read, never
 //!   applied;
@@ -476,9 +480,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         &mut self,
         committed: Option<LogId>,
     ) -> std::result::Result<(), StorageError> {
-        self.write_meta(COMMITTED, &committed)
-            .await
-            .map_err(|err| storage_error(ErrorSubject::Store, ErrorVerb::Write, &err))
+        let write = || -> Result<()> {
+            self.inner
+                .meta
+                .insert(COMMITTED, codec::encode_checked(&committed)?)?;
+            Ok(())
+        };
+        write().map_err(|err| storage_error(ErrorSubject::Store, ErrorVerb::Write, &err))
     }
 
     async fn read_committed(&mut self) -> std::result::Result<Option<LogId>, StorageError> {

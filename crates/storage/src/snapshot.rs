@@ -10,12 +10,11 @@
 //! number of records before it. A file without its end frame is incomplete
 //! and refused.
 //!
-//! Consistency: sled has no point-in-time read, so snapshots are not read
-//! from sled. The state machine keeps the whole state in memory as well, and
-//! `get_snapshot_builder` (which openraft calls between applies, with the
-//! state machine to itself) clones it there: that clone is the point-in-time
-//! view. Message bodies are reference-counted `Bytes`, so the clone copies
-//! metadata, not payloads.
+//! Consistency: the state lives in memory, and `get_snapshot_builder`
+//! (which openraft calls between applies, with the state machine to itself)
+//! clones it there: that clone is the point-in-time view, written while
+//! applies go on. Message bodies are reference-counted `Bytes`, so the clone
+//! copies metadata, not payloads.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -25,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec;
 use crate::error::{Error, Result};
-use crate::queue::{DedupEntry, Globals, Message, QueueMeta, QueueName, Queues};
+use crate::queue::{DedupEntry, Globals, Message, QueueMeta, QueueName, Queues, StateView};
 use crate::types::{LogId, SnapshotMeta, StoredMembership};
 
 /// Largest frame a snapshot reader accepts: a message of the largest allowed
@@ -90,9 +89,9 @@ pub struct LoadedState {
     pub membership: StoredMembership,
 }
 
-/// Writes `queues` as a snapshot file at `path` and fsyncs it. Returns the
+/// Writes `view` as a snapshot file at `path` and fsyncs it. Returns the
 /// number of records written.
-pub fn write(path: &Path, meta: &SnapshotMeta, queues: &Queues) -> Result<u64> {
+pub fn write(path: &Path, meta: &SnapshotMeta, view: &StateView) -> Result<u64> {
     let file = File::create(path)?;
     let mut out = BufWriter::with_capacity(1 << 20, file);
     let mut records = 0u64;
@@ -103,20 +102,19 @@ pub fn write(path: &Path, meta: &SnapshotMeta, queues: &Queues) -> Result<u64> {
         records += 1;
         Ok(())
     };
-    let globals = queues.globals();
     frame(
         &mut out,
         &SnapshotRecordRef::Header {
             meta,
-            globals: &globals,
+            globals: &view.globals,
         },
     )?;
-    for queue in queues.iter() {
+    for queue in &view.queues {
         frame(&mut out, &SnapshotRecordRef::Queue(&queue.meta))?;
-        for message in queue.messages() {
+        for message in queue.messages.values() {
             frame(&mut out, &SnapshotRecordRef::Message(message))?;
         }
-        let mut dedup: Vec<_> = queue.dedup_entries().collect();
+        let mut dedup: Vec<_> = queue.dedup.iter().collect();
         dedup.sort_by(|a, b| a.0.cmp(b.0));
         for (dedup_id, entry) in dedup {
             frame(&mut out, &SnapshotRecordRef::Dedup { dedup_id, entry })?;
@@ -199,6 +197,13 @@ pub fn read(
         }
         records += 1;
     }
+}
+
+/// Reads a whole snapshot file into a state (at start, and to install one).
+pub fn load(path: &Path) -> Result<LoadedState> {
+    let mut loader = Loader::new();
+    read(path, |record| loader.record(record))?;
+    Ok(loader.finish())
 }
 
 /// Reads only the header of a snapshot file.

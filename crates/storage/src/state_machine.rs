@@ -1,24 +1,30 @@
-//! The state machine: the queue logic of [`crate::queue`], persisted in sled.
+//! The state machine: the queue logic of [`crate::queue`], held in memory.
 //!
-//! The state lives twice, by design:
-//! - in sled, in one tree with the typed keys of [`crate::keys`]. Applying a
-//!   batch of entries writes every record it changed, the new `last_applied`,
-//!   the membership and the clock in one atomic `apply_batch`, so after a crash
-//!   the tree is exactly the state after some prefix of the log, and openraft
-//!   re-applies the rest from the log (whose committed index is durable).
-//! - in memory ([`Queues`]), with the indexes that make receive cheap, rebuilt
-//!   from the tree at open.
+//! The queue state lives in memory only; the Raft log is its durability.
+//! Applying an entry changes memory and nothing else: no write, no fsync.
+//! The state is persisted by snapshots:
 //!
-//! The state machine's database is never flushed per apply: the log is the
-//! durable record, and a lost tail of applies is re-applied at start. It is
-//! flushed before a snapshot is handed to openraft, because openraft purges
-//! the log behind a snapshot, and the state covering those entries must then
-//! be on disk.
+//! - **Built** on openraft's snapshot policy (every `snapshot_after_entries`
+//!   entries), on demand (a clean shutdown asks for one), and when a
+//!   follower needs one. `get_snapshot_builder`, which openraft calls
+//!   between applies with the state machine to itself, takes a
+//!   point-in-time view of the state ([`crate::queue::Queues::view`]: the
+//!   message and dedup maps are persistent, so the view shares them and
+//!   costs almost nothing); the builder then writes it to a file off the
+//!   async workers while applies go on, fsyncs it and its directory, and
+//!   only then hands it to openraft, which may purge the log behind it.
+//! - **Streamed and checksummed**: a snapshot is a file of framed records,
+//!   each with a CRC-32 ([`crate::snapshot`]); openraft sends it to
+//!   followers in chunks.
+//! - **Loaded at start**: `open` reads the newest snapshot into memory; then
+//!   openraft re-applies the committed log after it (the log store keeps the
+//!   committed index). The result equals what the other replicas hold: the
+//!   state digest is the same.
+//! - **Installed** from a leader: the received file is read into a new state
+//!   off the async workers, which then replaces the old one in one step.
 //!
-//! Snapshot install writes the new state into a fresh tree, flushes it, and
-//! then switches the `active` pointer in the default tree: a crash at any
-//! point leaves either the old state or the new one, never a mix. Trees left
-//! over by an interrupted install are dropped at open.
+//! What a crash costs is time, not data: the entries since the last snapshot
+//! are re-applied from the log at the next start.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -27,40 +33,22 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot};
 use openraft::{AnyError, EntryPayload, ErrorSubject, ErrorVerb, StorageIOError};
-use serde::{Deserialize, Serialize};
 use tokio::io::AsyncSeekExt;
 use tokio::sync::watch;
 
-use crate::codec;
 use crate::command::Response;
 use crate::error::{Error, Result};
-use crate::fsync::DiskSync;
-use crate::keys::Key;
-use crate::queue::{Globals, Queues, Record};
-use crate::snapshot::{self, LoadedState, Loader};
+use crate::queue::{Queues, StateView};
+use crate::snapshot::{self, LoadedState};
 use crate::types::{
     Entry, LogId, NodeId, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
 
-/// The key in the default tree naming the active state tree.
-const ACTIVE_TREE: &[u8] = b"active_tree";
-/// Prefix of state tree names.
-const STATE_TREE_PREFIX: &str = "state-";
-/// Most records written per sled batch while installing a snapshot, so an
-/// install never builds one batch of the whole state.
-const INSTALL_BATCH_RECORDS: usize = 10_000;
-/// sled's page cache for the state database.
-const STATE_CACHE_BYTES: u64 = 256 * 1024 * 1024;
 /// The current snapshot's file name in the snapshot directory.
 const CURRENT_SNAPSHOT: &str = "current.snap";
-
-/// What is persisted under [`Key::Applied`].
-#[derive(Debug, Serialize, Deserialize)]
-struct AppliedRecord {
-    last_applied: Option<LogId>,
-    membership: StoredMembership,
-    globals: Globals,
-}
+/// The directory where releases before format 3 kept a sled database of the
+/// state; a data dir that has one was written by such a release.
+const OLD_STATE_DB: &str = "state";
 
 /// The applied state, shared between the state machine (which writes it) and
 /// the node's readers (stats, waiting receivers).
@@ -145,9 +133,16 @@ impl SnapshotStore {
         self.dir.join(format!("{purpose}-{n}.snap.tmp"))
     }
 
+    fn current(&self) -> Option<SnapshotMeta> {
+        self.current
+            .lock()
+            .expect("snapshot lock is never poisoned")
+            .clone()
+    }
+
     /// Makes the file at `temp` the current snapshot unless a newer one is
     /// already current (then `temp` is removed). Returns whether it became
-    /// current.
+    /// current. The rename is made durable (directory fsync) before return.
     fn promote(&self, temp: &Path, meta: &SnapshotMeta) -> Result<bool> {
         let mut current = self
             .current
@@ -167,11 +162,8 @@ impl SnapshotStore {
     }
 }
 
-/// The sled-backed queue state machine.
+/// The in-memory queue state machine, persisted by snapshots.
 pub struct StateMachine {
-    db: sled::Db,
-    disk: Arc<DiskSync>,
-    tree: sled::Tree,
     state: Arc<RwLock<AppliedState>>,
     snapshots: Arc<SnapshotStore>,
     applied_tx: watch::Sender<u64>,
@@ -180,41 +172,48 @@ pub struct StateMachine {
 }
 
 impl StateMachine {
-    /// Opens (or creates) the state machine under `dir`: the state database in
-    /// `dir/state`, snapshots in `dir/snapshots`.
+    /// Opens the state machine under `dir`: loads the newest snapshot in
+    /// `dir/snapshots`, if any (the log after it is re-applied by openraft).
     pub fn open(dir: &Path) -> Result<Self> {
-        let db = crate::log_store::open_sled(
-            sled::Config::new()
-                .path(dir.join("state"))
-                .cache_capacity(STATE_CACHE_BYTES)
-                .mode(sled::Mode::HighThroughput),
-        )?;
-        let disk = Arc::new(DiskSync::new(db.clone(), &dir.join("state"))?);
-        let active = match db.get(ACTIVE_TREE)? {
-            Some(name) => String::from_utf8_lossy(&name).into_owned(),
-            None => format!("{STATE_TREE_PREFIX}0"),
-        };
-        for name in db.tree_names() {
-            let name = String::from_utf8_lossy(&name).into_owned();
-            if name.starts_with(STATE_TREE_PREFIX) && name != active {
-                tracing::info!(tree = %name, "dropping state tree left by an interrupted snapshot install");
-                db.drop_tree(name)?;
-            }
+        if dir.join(OLD_STATE_DB).exists() {
+            return Err(Error::OldVersion {
+                what: dir.join(OLD_STATE_DB).display().to_string(),
+                version: 1,
+                oldest: crate::codec::OLDEST_READABLE_VERSION,
+            });
         }
-        let tree = db.open_tree(&active)?;
-        let state = load_tree(&tree)?;
         let snapshots = SnapshotStore::open(dir.join("snapshots"))?;
+        let state = match snapshots.current() {
+            Some(meta) => {
+                let loaded = snapshot::load(&snapshots.current_path())?;
+                if loaded.last_applied != meta.last_log_id {
+                    return Err(corrupt_snapshot("header and contents disagree"));
+                }
+                tracing::info!(
+                    snapshot = %meta.snapshot_id,
+                    last_applied = ?loaded.last_applied,
+                    "state loaded from the snapshot; the log after it is applied next"
+                );
+                AppliedState::from(loaded)
+            }
+            None => AppliedState::default(),
+        };
         let index = state.last_applied.map_or(0, |id| id.index);
         let (applied_tx, _) = watch::channel(index);
         Ok(StateMachine {
-            db,
-            disk,
-            tree,
-            state: Arc::new(RwLock::new(state.into())),
+            state: Arc::new(RwLock::new(state)),
             snapshots: Arc::new(snapshots),
             applied_tx,
             applied_index: Arc::new(AtomicU64::new(index)),
         })
+    }
+
+    /// A read handle on the applied state.
+    pub fn reader(&self) -> StateReader {
+        StateReader {
+            state: self.state.clone(),
+            applied: self.applied_tx.subscribe(),
+        }
     }
 
     /// The last applied index, kept current after every apply and install:
@@ -229,22 +228,13 @@ impl StateMachine {
         self.applied_tx.send_replace(index);
     }
 
-    /// A read handle on the applied state.
-    pub fn reader(&self) -> StateReader {
-        StateReader {
-            state: self.state.clone(),
-            applied: self.applied_tx.subscribe(),
-        }
-    }
-
-    /// Applies entries and persists the result in one atomic batch.
+    /// Applies entries to the state in memory.
     pub fn apply_entries(
         &mut self,
         entries: impl IntoIterator<Item = Entry>,
     ) -> Result<Vec<Response>> {
-        let mut batch = sled::Batch::default();
         let mut responses = Vec::new();
-        {
+        let last = {
             let mut state = self.state.write().expect("state lock is never poisoned");
             for entry in entries {
                 if let Some(last) = state.last_applied {
@@ -266,110 +256,30 @@ impl StateMachine {
                 };
                 responses.push(response);
             }
-            let mut failure = None;
-            state.queues.drain_changes(|key, record| {
-                let key = key.encode();
-                let value = match record {
-                    None => {
-                        batch.remove(key);
-                        return;
-                    }
-                    Some(Record::Queue(meta)) => codec::encode(meta),
-                    Some(Record::Message(message)) => codec::encode(message),
-                    Some(Record::Dedup(entry)) => codec::encode(entry),
-                };
-                match value {
-                    Ok(value) => batch.insert(key, value),
-                    Err(err) => failure = Some(err),
-                }
-            });
-            if let Some(err) = failure {
-                return Err(err);
-            }
-            let applied = AppliedRecord {
-                last_applied: state.last_applied,
-                membership: state.membership.clone(),
-                globals: state.queues.globals(),
-            };
-            batch.insert(Key::Applied.encode(), codec::encode(&applied)?);
-        }
-        self.tree.apply_batch(batch)?;
-        let last = self
-            .state
-            .read()
-            .expect("state lock is never poisoned")
-            .last_applied;
+            state.last_applied
+        };
         self.publish_applied(last.map_or(0, |id| id.index));
         Ok(responses)
     }
 
     /// Replaces the whole state with the snapshot file at `path`.
-    fn install_file(&mut self, path: &Path, meta: &SnapshotMeta) -> Result<()> {
-        let active = String::from_utf8_lossy(&self.tree.name()).into_owned();
-        let generation: u64 = active
-            .strip_prefix(STATE_TREE_PREFIX)
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0);
-        let new_name = format!("{STATE_TREE_PREFIX}{}", generation + 1);
-        self.db.drop_tree(&new_name)?;
-        let tree = self.db.open_tree(&new_name)?;
-        let mut loader = Loader::new();
-        let mut batch = sled::Batch::default();
-        let mut pending = 0;
-        let mut queue = None;
-        let file_meta = snapshot::read(path, |record| {
-            let key_value = match &record {
-                snapshot::SnapshotRecord::Queue(meta) => {
-                    queue = Some(meta.name.clone());
-                    Some((Key::Queue(meta.name.clone()), codec::encode(meta)?))
-                }
-                snapshot::SnapshotRecord::Message(message) => {
-                    let name = queue
-                        .clone()
-                        .ok_or_else(|| corrupt_snapshot("message before queue"))?;
-                    Some((Key::Message(name, message.id), codec::encode(message)?))
-                }
-                snapshot::SnapshotRecord::Dedup { dedup_id, entry } => {
-                    let name = queue
-                        .clone()
-                        .ok_or_else(|| corrupt_snapshot("dedup before queue"))?;
-                    Some((Key::Dedup(name, dedup_id.clone()), codec::encode(entry)?))
-                }
-                _ => None,
-            };
-            if let Some((key, value)) = key_value {
-                batch.insert(key.encode(), value);
-                pending += 1;
-                if pending >= INSTALL_BATCH_RECORDS {
-                    tree.apply_batch(std::mem::take(&mut batch))?;
-                    pending = 0;
-                }
-            }
-            loader.record(record)
-        })?;
-        if file_meta.last_log_id != meta.last_log_id {
+    async fn install_file(&mut self, path: PathBuf, meta: &SnapshotMeta) -> Result<()> {
+        let loaded = tokio::task::spawn_blocking(move || snapshot::load(&path))
+            .await
+            .map_err(|err| Error::Io(std::io::Error::other(err)))??;
+        if loaded.last_applied != meta.last_log_id {
             return Err(corrupt_snapshot(
                 "file header does not match the snapshot meta",
             ));
         }
-        let loaded = loader.finish();
-        let applied = AppliedRecord {
-            last_applied: loaded.last_applied,
-            membership: loaded.membership.clone(),
-            globals: loaded.queues.globals(),
-        };
-        batch.insert(Key::Applied.encode(), codec::encode(&applied)?);
-        tree.apply_batch(batch)?;
-        self.disk.flush()?;
-        // The switch: one key, then flushed. Before it the old tree is the
-        // state; after it the new one.
-        self.db.insert(ACTIVE_TREE, new_name.as_bytes())?;
-        self.disk.flush()?;
-        let old = std::mem::replace(&mut self.tree, tree);
         let index = loaded.last_applied.map_or(0, |id| id.index);
-        *self.state.write().expect("state lock is never poisoned") = loaded.into();
+        let old = std::mem::replace(
+            &mut *self.state.write().expect("state lock is never poisoned"),
+            loaded.into(),
+        );
         self.publish_applied(index);
-        self.db.drop_tree(old.name())?;
+        // The old state may be large: free it off the async workers.
+        tokio::task::spawn_blocking(move || drop(old));
         Ok(())
     }
 }
@@ -381,36 +291,13 @@ fn corrupt_snapshot(why: &str) -> Error {
     }
 }
 
-/// Reads a whole state tree back into memory.
-fn load_tree(tree: &sled::Tree) -> Result<LoadedState> {
-    let mut loader = Loader::new();
-    for item in tree.iter() {
-        let (key_bytes, value) = item?;
-        let key = Key::decode(&key_bytes)?;
-        let what = || format!("state record {key:?}");
-        match &key {
-            Key::Applied => {
-                let applied: AppliedRecord = codec::decode(&what, &value)?;
-                loader.applied(applied.last_applied, applied.membership, applied.globals);
-            }
-            Key::Queue(_) => loader.queue(codec::decode(&what, &value)?),
-            Key::Message(queue, _) => loader.message(queue, codec::decode(&what, &value)?)?,
-            Key::Dedup(queue, dedup_id) => {
-                loader.dedup(queue, dedup_id.clone(), codec::decode(&what, &value)?)?
-            }
-        }
-    }
-    Ok(loader.finish())
-}
-
 fn storage_error(subject: ErrorSubject<NodeId>, verb: ErrorVerb, err: &Error) -> StorageError {
     StorageIOError::new(subject, verb, AnyError::new(err)).into()
 }
 
 /// Builds a snapshot from a point-in-time copy of the state.
 pub struct SnapshotBuilder {
-    disk: Arc<DiskSync>,
-    queues: Queues,
+    view: StateView,
     last_applied: Option<LogId>,
     membership: StoredMembership,
     snapshots: Arc<SnapshotStore>,
@@ -418,9 +305,6 @@ pub struct SnapshotBuilder {
 
 impl SnapshotBuilder {
     fn build(&self) -> Result<(SnapshotMeta, PathBuf)> {
-        // openraft purges the log behind the snapshot: the state it covers
-        // must be on disk first.
-        self.disk.flush()?;
         let meta = SnapshotMeta {
             last_log_id: self.last_applied,
             last_membership: self.membership.clone(),
@@ -431,8 +315,14 @@ impl SnapshotBuilder {
             ),
         };
         let temp = self.snapshots.temp_path("build");
-        let records = snapshot::write(&temp, &meta, &self.queues)?;
-        tracing::info!(snapshot = %meta.snapshot_id, records, "snapshot built");
+        let started = std::time::Instant::now();
+        let records = snapshot::write(&temp, &meta, &self.view)?;
+        tracing::info!(
+            snapshot = %meta.snapshot_id,
+            records,
+            ms = started.elapsed().as_millis() as u64,
+            "snapshot built"
+        );
         self.snapshots.promote(&temp, &meta)?;
         Ok((meta, self.snapshots.current_path()))
     }
@@ -442,8 +332,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> std::result::Result<Snapshot<TypeConfig>, StorageError> {
         let fail = |err: Error| storage_error(ErrorSubject::Snapshot(None), ErrorVerb::Write, &err);
         let builder = SnapshotBuilder {
-            disk: self.disk.clone(),
-            queues: std::mem::take(&mut self.queues),
+            view: std::mem::take(&mut self.view),
             last_applied: self.last_applied,
             membership: self.membership.clone(),
             snapshots: self.snapshots.clone(),
@@ -486,8 +375,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let state = self.reader();
         let state = state.read();
         SnapshotBuilder {
-            disk: self.disk.clone(),
-            queues: state.queues.clone(),
+            view: state.queues.view(),
             last_applied: state.last_applied,
             membership: state.membership.clone(),
             snapshots: self.snapshots.clone(),
@@ -534,7 +422,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             Ok::<_, std::io::Error>(())
         };
         result.await.map_err(|err| fail(err.into()))?;
-        self.install_file(&temp, meta).map_err(fail)?;
+        self.install_file(temp.clone(), meta).await.map_err(fail)?;
         self.snapshots.promote(&temp, meta).map_err(fail)?;
         tracing::info!(snapshot = %meta.snapshot_id, "snapshot installed");
         Ok(())

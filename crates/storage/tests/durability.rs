@@ -412,20 +412,48 @@ async fn a_snapshot_of_100k_messages_installs_with_identical_stats_and_deliverie
     assert_eq!(delivered, 300);
 }
 
+/// The state lives in memory; a restart loads the newest snapshot, and
+/// re-applying the log after it (as openraft does at start) gives the state
+/// the node had before: the same digest.
 #[tokio::test]
-async fn a_reopened_state_machine_has_the_state_it_had_applied() {
+async fn a_restart_loads_the_newest_snapshot_and_the_log_after_it_gives_the_same_state() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (digest, applied) = {
+    let (digest, applied, snapshot_index) = {
         let mut sm = StateMachine::open(dir.path()).expect("open");
         let last = big_state(&mut sm, 2_000);
+        let snapshot = sm
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .expect("build");
         receive_all(&mut sm, last, 5_020_000);
         let reader = sm.reader();
         let state = reader.read();
-        (state.queues.digest(), state.last_applied)
+        (
+            state.queues.digest(),
+            state.last_applied,
+            snapshot.meta.last_log_id.map(|id| id.index),
+        )
     };
     let mut sm = StateMachine::open(dir.path()).expect("reopen");
+    let (reopened_at, _) = sm.applied_state().await.expect("applied");
+    assert_eq!(
+        reopened_at.map(|id| id.index),
+        snapshot_index,
+        "the snapshot"
+    );
+    let last = snapshot_index.expect("a snapshot was taken");
+    receive_all(&mut sm, last, 5_020_000);
     assert_eq!(sm.applied_state().await.expect("applied").0, applied);
     assert_eq!(sm.reader().read().queues.digest(), digest);
+    let fresh = tempfile::tempdir().expect("tempdir");
+    let empty = StateMachine::open(fresh.path()).expect("open empty");
+    assert_eq!(
+        empty.reader().read().last_applied,
+        None,
+        "no snapshot: empty"
+    );
 }
 
 #[tokio::test]

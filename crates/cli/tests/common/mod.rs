@@ -204,6 +204,12 @@ pub fn status(cluster: &str) -> Option<Value> {
     run.status.success().then(|| run.json())
 }
 
+/// `cluster status --digest --json` of the first node of `cluster`.
+pub fn status_with_digest(cluster: &str) -> Option<Value> {
+    let run = cli(cluster, &["cluster", "status", "--digest", "--json"]);
+    run.status.success().then(|| run.json())
+}
+
 /// `cluster status --json` of the node at `addr` alone, if it answers within
 /// `STATUS_PROBE_TIMEOUT` (the client retries a dead address for 30 s).
 pub fn probe_status(addr: &str) -> Option<Value> {
@@ -504,8 +510,8 @@ pub fn wait_until_caught_up(own: &str, others: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut last = (None, None);
     for _ in 0..MAX_POLLS {
-        let mine = status(own);
-        let theirs = status(others);
+        let mine = status_with_digest(own);
+        let theirs = status_with_digest(others);
         if let (Some(mine), Some(theirs)) = (&mine, &theirs) {
             let applied = |s: &Value| s["applied_index"].as_u64().unwrap_or(0);
             if mine["leader"].is_u64() && applied(mine) >= applied(theirs) {

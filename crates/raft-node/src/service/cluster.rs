@@ -43,8 +43,9 @@ impl ClusterApi {
     }
 }
 
-/// This node's view of the cluster.
-pub fn status(node: &Node) -> pb::StatusResponse {
+/// This node's view of the cluster; with `digest`, also the state digest
+/// (a pass over the whole state, under the state's read lock).
+pub fn status(node: &Node, digest: bool) -> pb::StatusResponse {
     let metrics = node.raft.metrics().borrow().clone();
     let membership = metrics.membership_config.membership();
     let voters: BTreeSet<u64> = membership.voter_ids().collect();
@@ -110,7 +111,7 @@ pub fn status(node: &Node) -> pb::StatusResponse {
         let state = node.state.read();
         (
             state.last_applied.map_or(0, |id| id.index),
-            state.queues.digest(),
+            if digest { state.queues.digest() } else { 0 },
         )
     };
     pb::StatusResponse {
@@ -179,7 +180,7 @@ async fn add_node(node: &Node, id: u64, addr: String) -> Result<pb::StatusRespon
             )));
         }
         if is_voter {
-            return Ok(status(node));
+            return Ok(status(node, false));
         }
     } else {
         check_can_change_membership(node)?;
@@ -196,7 +197,7 @@ async fn add_node(node: &Node, id: u64, addr: String) -> Result<pb::StatusRespon
         .await
         .map_err(|err| write_error(&err))?;
     tracing::info!(node_id = node.id, new = id, "promoted to voter");
-    Ok(status(node))
+    Ok(status(node, false))
 }
 
 async fn wait_caught_up(node: &Node, id: u64) -> Result<()> {
@@ -261,7 +262,7 @@ async fn remove_node(node: &Node, id: u64) -> Result<pb::StatusResponse> {
             .map_err(|err| write_error(&err))?;
     }
     tracing::info!(node_id = node.id, removed = id, "node removed");
-    Ok(status(node))
+    Ok(status(node, false))
 }
 
 #[tonic::async_trait]
@@ -275,7 +276,7 @@ impl ClusterService for ClusterApi {
             "status",
             false,
             request,
-            |node, _| async move { Ok(status(&node)) },
+            |node, req| async move { Ok(status(&node, req.digest)) },
             |channel, req| async move { ClusterServiceClient::new(channel).status(req).await },
         )
         .await

@@ -97,8 +97,8 @@ pub fn nack(
                 });
                 message.lease = None;
                 message.visible_at = now.plus_ms(delay);
-                if reason.is_some() {
-                    message.last_nack_reason = reason.clone();
+                if let Some(reason) = &reason {
+                    message.last_nack_reason = Some(reason.as_str().into());
                 }
             });
             Ok(())

@@ -76,7 +76,7 @@ fn enqueue_one(
     };
     if let Some(dedup_id) = new.dedup_id {
         let expires_at = now.plus_ms(config.dedup_window_ms);
-        queue.dedup_insert(dedup_id, DedupEntry { id, expires_at });
+        queue.dedup_insert(&dedup_id, DedupEntry { id, expires_at });
     }
     queue.meta.counters.enqueued += 1;
     queue.insert(message);

@@ -1,5 +1,12 @@
 //! One queue: its messages and the in-memory indexes that make receive cheap.
 //!
+//! The messages and the dedup entries are persistent maps ([`imbl`]): a
+//! clone shares their nodes, so [`Queue::view`], the point-in-time copy a
+//! snapshot is written from, costs almost nothing to take, and a later
+//! change copies only the nodes on its path while the snapshot still holds
+//! them. The indexes are plain collections; a snapshot does not need them
+//! (they are rebuilt when one is loaded).
+//!
 //! The stored truth is [`QueueMeta`] plus the [`Message`]s and the dedup
 //! entries; everything else here is an index derived from them and the
 //! state machine clock, rebuilt by `Queue::place` when the state is loaded.
@@ -18,11 +25,9 @@
 //! - `expiry` holds every message by [`Message::expiry_due`] (its expiry, or
 //!   its lease's end if later) and `dedup_expiry` every dedup entry by the
 //!   end of its window; `bytes` is the sum of message sizes.
-//!
-//! Every mutation records what it changed in `dirty_messages`/`dirty_dedup`,
-//! so the state machine writes exactly those records in its apply batch.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -63,6 +68,17 @@ pub struct QueueMeta {
     pub counters: Counters,
 }
 
+/// What a snapshot holds of one queue, taken at one point in time.
+#[derive(Clone, Debug)]
+pub struct QueueView {
+    /// Its metadata.
+    pub meta: QueueMeta,
+    /// Its messages, by id.
+    pub messages: imbl::OrdMap<MessageId, Message>,
+    /// Its remembered dedup ids.
+    pub dedup: imbl::HashMap<Arc<str>, DedupEntry>,
+}
+
 /// A remembered dedup id.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DedupEntry {
@@ -77,14 +93,14 @@ pub struct DedupEntry {
 pub struct Queue {
     /// Persistent metadata.
     pub meta: QueueMeta,
-    messages: BTreeMap<MessageId, Message>,
+    messages: imbl::OrdMap<MessageId, Message>,
     ready: BTreeSet<(Timestamp, MessageId)>,
     timers: BTreeSet<(Timestamp, MessageId)>,
     promoted_to: Timestamp,
     groups: HashMap<String, BTreeSet<MessageId>>,
     expiry: BTreeSet<(Timestamp, MessageId)>,
-    dedup: HashMap<String, DedupEntry>,
-    dedup_expiry: BTreeSet<(Timestamp, String)>,
+    dedup: imbl::HashMap<Arc<str>, DedupEntry>,
+    dedup_expiry: BTreeSet<(Timestamp, Arc<str>)>,
     bytes: u64,
     /// Receipts acked within the dedup window, by the time they are
     /// forgotten: a repeated ack of one of them succeeds again (see
@@ -93,8 +109,6 @@ pub struct Queue {
     /// state depends on it.
     acked: BTreeSet<(Timestamp, MessageId, u32)>,
     acked_by_id: HashMap<MessageId, u32>,
-    pub(crate) dirty_messages: BTreeSet<MessageId>,
-    pub(crate) dirty_dedup: BTreeSet<String>,
 }
 
 impl Queue {
@@ -102,19 +116,17 @@ impl Queue {
     pub fn new(meta: QueueMeta, now: Timestamp) -> Self {
         Queue {
             meta,
-            messages: BTreeMap::new(),
+            messages: imbl::OrdMap::new(),
             ready: BTreeSet::new(),
             timers: BTreeSet::new(),
             promoted_to: now,
             groups: HashMap::new(),
             expiry: BTreeSet::new(),
-            dedup: HashMap::new(),
+            dedup: imbl::HashMap::new(),
             dedup_expiry: BTreeSet::new(),
             bytes: 0,
             acked: BTreeSet::new(),
             acked_by_id: HashMap::new(),
-            dirty_messages: BTreeSet::new(),
-            dirty_dedup: BTreeSet::new(),
         }
     }
 
@@ -154,8 +166,19 @@ impl Queue {
     }
 
     /// The dedup entries, for snapshots.
-    pub fn dedup_entries(&self) -> impl Iterator<Item = (&String, &DedupEntry)> {
-        self.dedup.iter()
+    pub fn dedup_entries(&self) -> impl Iterator<Item = (&str, &DedupEntry)> {
+        self.dedup.iter().map(|(id, entry)| (&**id, entry))
+    }
+
+    /// A point-in-time copy of what a snapshot holds of this queue: its
+    /// metadata, messages and dedup entries. Cheap: the maps share their
+    /// nodes with the queue.
+    pub fn view(&self) -> QueueView {
+        QueueView {
+            meta: self.meta.clone(),
+            messages: self.messages.clone(),
+            dedup: self.dedup.clone(),
+        }
     }
 
     /// One dedup entry.
@@ -226,7 +249,6 @@ impl Queue {
         let previous = self.messages.insert(id, message);
         assert!(previous.is_none(), "message id {id} inserted twice");
         self.place(id);
-        self.dirty_messages.insert(id);
     }
 
     /// Removes a message and everything that indexes it; the next message of
@@ -238,7 +260,6 @@ impl Queue {
         self.unplace(id);
         let message = self.messages.remove(&id).expect("checked above");
         self.bytes -= message.size();
-        self.dirty_messages.insert(id);
         if let Some(group) = &message.group {
             let ids = self
                 .groups
@@ -277,7 +298,6 @@ impl Queue {
         let message = self.messages.get_mut(&id).expect("checked above");
         let result = change(message);
         self.place(id);
-        self.dirty_messages.insert(id);
         Some(result)
     }
 
@@ -300,7 +320,7 @@ impl Queue {
 
     /// The lowest id in the queue.
     pub fn oldest(&self) -> Option<MessageId> {
-        self.messages.keys().next().copied()
+        self.messages.get_min().map(|(id, _)| *id)
     }
 
     /// The message first enqueued with `dedup_id`, if remembered at `now`.
@@ -312,14 +332,13 @@ impl Queue {
     }
 
     /// Remembers `dedup_id` for `id` until `expires_at`, replacing a lapsed entry.
-    pub fn dedup_insert(&mut self, dedup_id: String, entry: DedupEntry) {
+    pub fn dedup_insert(&mut self, dedup_id: &str, entry: DedupEntry) {
+        let dedup_id: Arc<str> = Arc::from(dedup_id);
         self.dedup_expiry
             .insert((entry.expires_at, dedup_id.clone()));
         if let Some(old) = self.dedup.insert(dedup_id.clone(), entry) {
-            self.dedup_expiry
-                .remove(&(old.expires_at, dedup_id.clone()));
+            self.dedup_expiry.remove(&(old.expires_at, dedup_id));
         }
-        self.dirty_dedup.insert(dedup_id);
     }
 
     /// Forgets dedup ids whose window ended at or before `now`; returns how many.
@@ -331,7 +350,6 @@ impl Queue {
             }
             let (_, dedup_id) = self.dedup_expiry.pop_first().expect("checked above");
             self.dedup.remove(&dedup_id);
-            self.dirty_dedup.insert(dedup_id);
             trimmed += 1;
         }
         trimmed
@@ -339,8 +357,7 @@ impl Queue {
 
     /// Forgets every dedup id (the queue is being deleted).
     pub fn dedup_clear(&mut self) {
-        self.dirty_dedup
-            .extend(self.dedup.drain().map(|(id, _)| id));
+        self.dedup.clear();
         self.dedup_expiry.clear();
     }
 
@@ -359,7 +376,7 @@ impl Queue {
         for &id in &removed {
             self.remove(id);
         }
-        let named: Vec<String> = self
+        let named: Vec<Arc<str>> = self
             .dedup
             .iter()
             .filter(|(_, entry)| removed.contains(&entry.id))
@@ -367,10 +384,8 @@ impl Queue {
             .collect();
         for dedup_id in named {
             if let Some(entry) = self.dedup.remove(&dedup_id) {
-                self.dedup_expiry
-                    .remove(&(entry.expires_at, dedup_id.clone()));
+                self.dedup_expiry.remove(&(entry.expires_at, dedup_id));
             }
-            self.dirty_dedup.insert(dedup_id);
         }
         removed.len() as u64
     }
@@ -378,7 +393,6 @@ impl Queue {
     /// Removes every message; returns how many there were.
     pub fn remove_all(&mut self) -> u64 {
         let count = self.len();
-        self.dirty_messages.extend(self.messages.keys().copied());
         self.messages.clear();
         self.ready.clear();
         self.timers.clear();
@@ -421,7 +435,7 @@ impl Queue {
             .values()
             .map(|ids| {
                 ids.iter()
-                    .filter(|id| self.messages[id].is_in_flight(self.promoted_to))
+                    .filter(|id| self.messages[*id].is_in_flight(self.promoted_to))
                     .count()
             })
             .max()

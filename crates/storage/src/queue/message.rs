@@ -245,12 +245,14 @@ pub struct Message {
     /// consumer); they do not count toward `max_deliveries`.
     pub released: u32,
     /// The current lease, kept after its deadline passes until the message is
-    /// leased again or nacked, so a slow consumer can still ack it.
-    pub lease: Option<Lease>,
+    /// leased again or nacked, so a slow consumer can still ack it. Boxed,
+    /// like the other fields most messages leave empty, to keep a message
+    /// small in memory.
+    pub lease: Option<Box<Lease>>,
     /// The reason given with the last nack.
-    pub last_nack_reason: Option<String>,
+    pub last_nack_reason: Option<Box<str>>,
     /// Set on messages in a dead-letter queue.
-    pub dead_letter: Option<DeadLetter>,
+    pub dead_letter: Option<Box<DeadLetter>>,
 }
 
 impl Message {

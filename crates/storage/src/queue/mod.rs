@@ -10,8 +10,8 @@
 //! responses; the property tests check this module against a simple model.
 //!
 //! What it deliberately does not do:
-//! - persist anything: each mutation marks the records it changed, and
-//!   [`crate::state_machine`] writes them (see [`Queues::drain_changes`]);
+//! - persist anything: the state lives in memory, and snapshots
+//!   ([`crate::snapshot`]) persist it;
 //! - expire leases with commands: an expired lease needs no entry, the next
 //!   receive simply sees the message as ready again;
 //! - reject on timing: a `now` older than the clock is treated as the clock.
@@ -35,7 +35,7 @@ pub mod stats;
 use std::collections::{BTreeMap, BTreeSet};
 
 pub use config::{Overflow, QueueConfig, QueueConfigPatch};
-pub use index::{Counters, DedupEntry, Queue, QueueMeta};
+pub use index::{Counters, DedupEntry, Queue, QueueMeta, QueueView};
 pub use message::{
     Attributes, DeadLetter, Delivery, Lease, Message, MessageId, NewMessage, QueueName, Receipt,
     Timestamp,
@@ -47,7 +47,6 @@ use serde::{Deserialize, Serialize};
 use crate::cluster::ClusterRecord;
 use crate::command::{Command, Response};
 use crate::error::Refusal;
-use crate::keys::Key;
 
 /// Most messages in one enqueue command.
 pub const MAX_ENQUEUE_MESSAGES: usize = 100;
@@ -69,17 +68,6 @@ pub const MAX_KEY_BYTES: usize = 128;
 /// Longest nack reason, in bytes.
 pub const MAX_REASON_BYTES: usize = 1024;
 
-/// A persisted record as it is after an apply, for the state machine to write.
-#[derive(Debug)]
-pub enum Record<'a> {
-    /// A queue's metadata.
-    Queue(&'a QueueMeta),
-    /// A message.
-    Message(&'a Message),
-    /// A dedup entry.
-    Dedup(&'a DedupEntry),
-}
-
 /// What the replicated state holds besides its queues: the clock, the next
 /// message id and the cluster's identity record. Persisted with every apply
 /// and in every snapshot.
@@ -91,6 +79,15 @@ pub struct Globals {
     pub next_id: u64,
     /// The cluster id and the members' incarnations.
     pub cluster: ClusterRecord,
+}
+
+/// What a snapshot is written from: [`Queues::view`].
+#[derive(Clone, Debug, Default)]
+pub struct StateView {
+    /// The clock, id counter and cluster record.
+    pub globals: Globals,
+    /// Every queue, in name order.
+    pub queues: Vec<QueueView>,
 }
 
 /// The cluster-wide message id counter.
@@ -121,10 +118,6 @@ pub struct Queues {
     ids: Ids,
     cluster: ClusterRecord,
     queues: BTreeMap<QueueName, Queue>,
-    /// Queues changed since the last [`Queues::drain_changes`].
-    touched: BTreeSet<QueueName>,
-    /// Queues deleted since then, with the messages and dedup ids they held.
-    removed: Vec<(QueueName, BTreeSet<MessageId>, BTreeSet<String>)>,
 }
 
 impl Queues {
@@ -158,6 +151,17 @@ impl Queues {
     /// machine calls this with every membership entry it applies).
     pub fn retain_members(&mut self, members: &BTreeSet<crate::NodeId>) {
         self.cluster.retain_members(members);
+    }
+
+    /// A point-in-time copy of what a snapshot holds: the globals and each
+    /// queue's metadata, messages and dedup entries. Cheap to take (the maps
+    /// are shared, see [`Queue::view`]), so the state machine takes it
+    /// between applies and the snapshot is written while applies go on.
+    pub fn view(&self) -> StateView {
+        StateView {
+            globals: self.globals(),
+            queues: self.queues.values().map(Queue::view).collect(),
+        }
     }
 
     /// The clock, id counter and cluster record, for persisting.
@@ -272,7 +276,7 @@ impl Queues {
             .ok_or_else(|| Refusal::QueueNotFound(name.to_string()))
     }
 
-    /// A queue to change, brought up to the clock; marks it for writing.
+    /// A queue to change, brought up to the clock.
     pub(crate) fn lookup_mut(&mut self, name: &QueueName) -> Result<&mut Queue, Refusal> {
         Ok(self.lookup_with_ids(name)?.0)
     }
@@ -289,65 +293,18 @@ impl Queues {
             .get_mut(name)
             .ok_or_else(|| Refusal::QueueNotFound(name.to_string()))?;
         queue.promote(clock);
-        self.touched.insert(name.clone());
         Ok((queue, &mut self.ids))
     }
 
-    /// Adds a new queue and marks it for writing.
+    /// Adds a new queue.
     pub(crate) fn insert_queue(&mut self, queue: Queue) {
         let name = queue.name().clone();
-        self.touched.insert(name.clone());
         self.queues.insert(name, queue);
     }
 
-    /// Removes a queue; its records are deleted at the next drain.
+    /// Removes a queue with its messages and dedup ids.
     pub(crate) fn remove_queue(&mut self, name: &QueueName) -> Option<Queue> {
-        let mut queue = self.queues.remove(name)?;
-        queue.remove_all();
-        queue.dedup_clear();
-        self.touched.remove(name);
-        self.removed.push((
-            name.clone(),
-            std::mem::take(&mut queue.dirty_messages),
-            std::mem::take(&mut queue.dirty_dedup),
-        ));
-        Some(queue)
-    }
-
-    /// Hands every record changed since the last call to `visit`, as its key
-    /// and its new value (`None`: delete it), and forgets the changes. The
-    /// state machine calls this once per apply and writes the lot in one
-    /// atomic batch. Deletions of removed queues come first, so a queue
-    /// deleted and re-created in one apply ends up as the new one.
-    pub fn drain_changes(&mut self, mut visit: impl FnMut(Key, Option<Record<'_>>)) {
-        for (name, messages, dedup) in std::mem::take(&mut self.removed) {
-            for id in messages {
-                visit(Key::Message(name.clone(), id), None);
-            }
-            for dedup_id in dedup {
-                visit(Key::Dedup(name.clone(), dedup_id), None);
-            }
-            visit(Key::Queue(name), None);
-        }
-        for name in std::mem::take(&mut self.touched) {
-            let Some(queue) = self.queues.get_mut(&name) else {
-                continue;
-            };
-            let messages = std::mem::take(&mut queue.dirty_messages);
-            let dedup = std::mem::take(&mut queue.dirty_dedup);
-            let queue = &*queue;
-            for id in messages {
-                visit(
-                    Key::Message(name.clone(), id),
-                    queue.message(id).map(Record::Message),
-                );
-            }
-            for dedup_id in dedup {
-                let record = queue.dedup_entry(&dedup_id).map(Record::Dedup);
-                visit(Key::Dedup(name.clone(), dedup_id), record);
-            }
-            visit(Key::Queue(name), Some(Record::Queue(&queue.meta)));
-        }
+        self.queues.remove(name)
     }
 
     /// Restores a queue read from disk (at open or snapshot install).
@@ -364,7 +321,6 @@ impl Queues {
             .get_mut(queue)
             .ok_or_else(|| format!("message {} of unknown queue {queue}", message.id))?;
         target.insert(message);
-        target.dirty_messages.clear();
         Ok(())
     }
 
@@ -379,8 +335,7 @@ impl Queues {
             .queues
             .get_mut(queue)
             .ok_or_else(|| format!("dedup id of unknown queue {queue}"))?;
-        target.dedup_insert(dedup_id, entry);
-        target.dirty_dedup.clear();
+        target.dedup_insert(&dedup_id, entry);
         Ok(())
     }
 

@@ -147,11 +147,11 @@ fn lease(
     message.delivery_count += 1;
     let deadline = now.plus_ms(visibility);
     assert!(deadline > now, "a lease deadline is after now");
-    message.lease = Some(Lease {
+    message.lease = Some(Box::new(Lease {
         consumer: consumer.to_string(),
         leased_at: now,
         deadline,
-    });
+    }));
     message.visible_at =
         deadline.plus_ms(config.retry_backoff_ms(message.id.0, message.counted_deliveries()));
     Delivery {
@@ -163,7 +163,7 @@ fn lease(
         delivery_count: message.counted_deliveries(),
         enqueued_at: message.enqueued_at,
         lease_deadline: deadline,
-        dead_letter: message.dead_letter.clone(),
+        dead_letter: message.dead_letter.as_deref().cloned(),
     }
 }
 
@@ -195,13 +195,13 @@ fn move_to_dead_letter_queue(
             delivery_count: 0,
             released: 0,
             lease: None,
-            dead_letter: Some(DeadLetter {
+            dead_letter: Some(Box::new(DeadLetter {
                 source_queue: source.clone(),
                 source_id: message.id,
                 delivery_count: message.counted_deliveries(),
-                reason: message.last_nack_reason.clone(),
+                reason: message.last_nack_reason.as_deref().map(str::to_string),
                 dead_lettered_at: now,
-            }),
+            })),
             last_nack_reason: None,
             ..message
         });
