@@ -343,6 +343,12 @@ async fn stream_task(
         }
         let (addr, channel) = match shared.client.target().await {
             Ok(target) => target,
+            Err(err) if err.is_retryable() => {
+                tracing::debug!(error = %err, "no node to consume from yet; retrying");
+                tokio::time::sleep(retry.backoff(attempt)).await;
+                attempt += 1;
+                continue;
+            }
             Err(err) => {
                 let _ = out.send(Err(err)).await;
                 return;

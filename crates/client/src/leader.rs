@@ -10,8 +10,10 @@
 //! to it waits for the whole attempt timeout. So, when the cache knows no
 //! node that has answered, it asks every seed it is not skipping for its
 //! status at once, each with a short deadline ([`PROBE_TIMEOUT`]), and takes
-//! the first that answers (or the leader it names). A node that failed or
-//! timed out is skipped for [`SKIP_FOR`] while others answer.
+//! the first that answers (or the leader it names); when none answers in
+//! time (a loaded machine), the call goes to the first of them with its own
+//! timeout. A node that failed or timed out is skipped for [`SKIP_FOR`]
+//! while others answer.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -173,19 +175,14 @@ impl LeaderCache {
                 }
             }
             Err(_) => {
+                // Nobody answered in time: a loaded machine, or every node
+                // down. Try the first one with the call's own, longer
+                // timeout rather than give up here.
+                tracing::debug!(seeds = %addrs.join(","), "no node answered the probe in time");
                 let mut state = self.lock();
-                let until = Instant::now() + SKIP_FOR;
-                for addr in &addrs {
-                    state.skipped.insert(addr.clone(), until);
-                }
-                Err(Error::new(
-                    tonic::Code::Unavailable,
-                    format!(
-                        "no node of {} answered within {:?}",
-                        addrs.join(","),
-                        PROBE_TIMEOUT
-                    ),
-                ))
+                let first = addrs[0].clone();
+                let channel = state.channel(&first)?;
+                Ok((first, channel))
             }
         }
     }

@@ -1,26 +1,36 @@
 //! [`Producer`]: batched, idempotent enqueue for services that send many
-//! messages.
+//! messages, without a latency tax at low load.
 //!
-//! `send` hands a message to a background task and waits for its result. The
-//! task collects what arrives within `linger` (or up to `max_batch` messages
-//! per queue) and sends each queue's batch as one enqueue request, with up to
-//! `max_inflight` requests under way. Every message gets its dedup id before
-//! it is batched, so the client's retries never store it twice.
+//! A producer keeps at most `max_inflight` enqueue requests under way.
+//!
+//! - **A slot is free and nothing is waiting:** `send` sends its message at
+//!   once, in its own task, as a request of one: no timer, no hand-off to
+//!   another task. A single synchronous publisher pays one round trip.
+//! - **Every slot is busy:** messages wait in the producer; when a request
+//!   completes, the messages waiting are sent together (up to `max_batch`
+//!   messages and `max_batch_bytes` of one queue per request). The busier
+//!   the producer, the bigger its batches, and batching costs no time a
+//!   message would not have waited anyway.
+//!
+//! `linger` adds an optional wait before such a batch goes (it never delays
+//! a message sent at once). Every message gets its dedup id before it is
+//! sent, so the client's retries never store it twice.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, Semaphore};
-use tokio::time::Instant;
+use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 
-use crate::client::{Client, Enqueued, Message};
+use crate::client::{message_bytes, Client, Enqueued, Message};
 use crate::error::{Error, Result};
 
 /// How a producer batches.
 #[derive(Clone, Copy, Debug)]
 pub struct ProducerConfig {
-    /// How long to wait for more messages before sending a batch.
+    /// How long a batch formed while every request slot was busy waits for
+    /// more messages before it goes (default 0: at once). A message sent
+    /// while a slot is free never waits.
     pub linger: Duration,
     /// Most messages per request (at most 100, the server's limit).
     pub max_batch: usize,
@@ -28,14 +38,14 @@ pub struct ProducerConfig {
     pub max_batch_bytes: usize,
     /// Requests under way at once.
     pub max_inflight: usize,
-    /// Messages waiting to be batched; `send` waits when this many are.
+    /// Messages waiting for a request slot; `send` waits when this many are.
     pub max_pending: usize,
 }
 
 impl Default for ProducerConfig {
     fn default() -> Self {
         ProducerConfig {
-            linger: Duration::from_millis(1),
+            linger: Duration::ZERO,
             max_batch: 100,
             max_batch_bytes: 3 * 1024 * 1024,
             max_inflight: 16,
@@ -44,17 +54,47 @@ impl Default for ProducerConfig {
     }
 }
 
-struct Pending {
+/// A message waiting for a request slot.
+struct Waiting {
     queue: String,
     message: Message,
     reply: oneshot::Sender<Result<Enqueued>>,
+    _room: OwnedSemaphorePermit,
 }
 
-/// A batching producer. Cheap to clone; clones share the batching task.
+struct Shared {
+    client: Client,
+    config: ProducerConfig,
+    /// Request slots.
+    slots: Arc<Semaphore>,
+    /// Room for waiting messages.
+    room: Arc<Semaphore>,
+    waiting: Mutex<VecDeque<Waiting>>,
+    /// Woken when a message starts waiting, a slot frees, or the producer
+    /// is dropped.
+    wake: Arc<Notify>,
+}
+
+impl Drop for Shared {
+    /// Lets the dispatcher see the producer is gone.
+    fn drop(&mut self) {
+        self.wake.notify_one();
+    }
+}
+
+impl Shared {
+    fn waiting(&self) -> std::sync::MutexGuard<'_, VecDeque<Waiting>> {
+        self.waiting
+            .lock()
+            .expect("producer lock is never poisoned")
+    }
+}
+
+/// A batching producer. Cheap to clone; clones share the slots and the
+/// messages waiting.
 #[derive(Clone)]
 pub struct Producer {
-    tx: mpsc::Sender<Pending>,
-    client: Client,
+    shared: Arc<Shared>,
 }
 
 impl Producer {
@@ -76,12 +116,20 @@ impl Producer {
             max_pending: config.max_pending.max(1),
             ..config
         };
-        let (tx, rx) = mpsc::channel(config.max_pending);
-        tokio::spawn(run(client.clone(), config, rx));
-        Producer { tx, client }
+        let shared = Arc::new(Shared {
+            client,
+            config,
+            slots: Arc::new(Semaphore::new(config.max_inflight)),
+            room: Arc::new(Semaphore::new(config.max_pending)),
+            waiting: Mutex::new(VecDeque::new()),
+            wake: Arc::new(Notify::new()),
+        });
+        tokio::spawn(dispatch(Arc::downgrade(&shared), shared.wake.clone()));
+        Producer { shared }
     }
 
-    /// Enqueues one message through the batcher and waits for its result.
+    /// Enqueues one message and waits for its result: at once when a
+    /// request slot is free, in the next batch otherwise.
     ///
     /// ```no_run
     /// # async fn demo(producer: raftq_client::Producer) -> raftq_client::Result<()> {
@@ -89,69 +137,103 @@ impl Producer {
     /// # Ok(()) }
     /// ```
     pub async fn send(&self, queue: &str, mut message: Message) -> Result<Enqueued> {
+        let shared = &self.shared;
         if message.dedup_id.is_none() {
-            message.dedup_id = Some(self.client.new_dedup_id());
+            message.dedup_id = Some(shared.client.new_dedup_id());
         }
+        // At once, when nothing waits before it and a slot is free.
+        if shared.waiting().is_empty() {
+            if let Ok(slot) = shared.slots.clone().try_acquire_owned() {
+                let result = shared.client.enqueue(queue, vec![message]).await;
+                drop(slot);
+                shared.wake.notify_one();
+                return match result {
+                    Ok(mut results) => results.pop().unwrap_or_else(|| {
+                        Err(Error::new(
+                            tonic::Code::Internal,
+                            "the server sent no result",
+                        ))
+                    }),
+                    Err(err) => Err(err),
+                };
+            }
+        }
+        let stopped = || Error::new(tonic::Code::Cancelled, "the producer has stopped");
+        let room = shared
+            .room
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| stopped())?;
         let (reply, result) = oneshot::channel();
-        self.tx
-            .send(Pending {
-                queue: queue.into(),
-                message,
-                reply,
-            })
-            .await
-            .map_err(|_| Error::new(tonic::Code::Cancelled, "the producer has stopped"))?;
-        result
-            .await
-            .map_err(|_| Error::new(tonic::Code::Cancelled, "the producer has stopped"))?
+        shared.waiting().push_back(Waiting {
+            queue: queue.into(),
+            message,
+            reply,
+            _room: room,
+        });
+        shared.wake.notify_one();
+        result.await.map_err(|_| stopped())?
     }
 }
 
-async fn run(client: Client, config: ProducerConfig, mut rx: mpsc::Receiver<Pending>) {
-    let slots = Arc::new(Semaphore::new(config.max_inflight));
-    while let Some(first) = rx.recv().await {
-        let deadline = Instant::now() + config.linger;
-        let mut batches: HashMap<String, Vec<Pending>> = HashMap::new();
-        batches.entry(first.queue.clone()).or_default().push(first);
-        loop {
-            let full = batches.values().any(|b| b.len() >= config.max_batch);
-            if full {
-                break;
-            }
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(next)) => batches.entry(next.queue.clone()).or_default().push(next),
-                Ok(None) | Err(_) => break,
-            }
+/// Sends the messages that wait, in batches, as request slots free up. Ends
+/// when the producer is dropped.
+async fn dispatch(shared: std::sync::Weak<Shared>, wake: Arc<Notify>) {
+    loop {
+        let notified = wake.notified();
+        let Some(strong) = shared.upgrade() else {
+            return;
+        };
+        if strong.waiting().is_empty() {
+            drop(strong);
+            notified.await;
+            continue;
         }
-        for (queue, pending) in batches {
-            for chunk in chunks(pending, config.max_batch, config.max_batch_bytes) {
-                let slot = slots
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .expect("the semaphore is never closed");
-                let client = client.clone();
-                let queue = queue.clone();
-                tokio::spawn(async move {
-                    send_batch(&client, &queue, chunk).await;
-                    drop(slot);
-                });
-            }
+        let Ok(slot) = strong.slots.clone().acquire_owned().await else {
+            return;
+        };
+        if !strong.config.linger.is_zero() {
+            tokio::time::sleep(strong.config.linger).await;
         }
+        let Some((queue, batch)) = take_batch(&strong) else {
+            continue;
+        };
+        let request = strong.clone();
+        tokio::spawn(async move {
+            send_batch(&request.client, &queue, batch).await;
+            drop(slot);
+            request.wake.notify_one();
+        });
     }
 }
 
-/// Splits a queue's messages into requests of at most `max` messages and
-/// `max_bytes` bytes (a single larger message goes alone; the server judges it).
-fn chunks(pending: Vec<Pending>, max: usize, max_bytes: usize) -> Vec<Vec<Pending>> {
-    crate::client::split_by(pending, max, max_bytes, |p| {
-        crate::client::message_bytes(&p.message)
-    })
+/// Takes the next batch: the first waiting message's queue, and the messages
+/// of that queue that fit one request, in order.
+fn take_batch(shared: &Shared) -> Option<(String, Vec<Waiting>)> {
+    let mut waiting = shared.waiting();
+    let queue = waiting.front()?.queue.clone();
+    let mut batch = Vec::new();
+    let mut bytes = 0;
+    let mut rest = VecDeque::with_capacity(waiting.len());
+    while let Some(item) = waiting.pop_front() {
+        let size = message_bytes(&item.message);
+        let fits = batch.len() < shared.config.max_batch
+            && (batch.is_empty() || bytes + size <= shared.config.max_batch_bytes);
+        if item.queue == queue && fits {
+            bytes += size;
+            batch.push(item);
+        } else {
+            rest.push_back(item);
+        }
+    }
+    *waiting = rest;
+    Some((queue, batch))
 }
 
-async fn send_batch(client: &Client, queue: &str, batch: Vec<Pending>) {
+async fn send_batch(client: &Client, queue: &str, batch: Vec<Waiting>) {
     let (messages, replies): (Vec<Message>, Vec<_>) =
-        batch.into_iter().map(|p| (p.message, p.reply)).unzip();
+        batch.into_iter().map(|w| (w.message, w.reply)).unzip();
     match client.enqueue(queue, messages).await {
         Ok(results) => {
             for (reply, result) in replies.into_iter().zip(results) {

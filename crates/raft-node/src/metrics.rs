@@ -19,6 +19,8 @@ pub struct Metrics {
     pub request_seconds: HistogramVec,
     /// Commands folded into each proposed Raft entry.
     pub proposal_batch_commands: Histogram,
+    /// Where a write's time goes, by stage (see `propose.rs`).
+    pub write_stage_seconds: HistogramVec,
     queue_messages: IntGaugeVec,
     queue_bytes: IntGaugeVec,
     queue_age: GaugeVec,
@@ -73,6 +75,21 @@ impl Metrics {
                 Histogram::with_opts(
                     HistogramOpts::new("raftq_proposal_batch_commands", "Client commands folded into one Raft entry")
                         .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0]),
+                )
+                .expect("valid metric"),
+            ),
+            write_stage_seconds: register(
+                r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "raftq_write_stage_seconds",
+                        "Where a write's time goes on the leader, by stage: queue (waiting for a proposal slot), append (to the leader's log store), flush (the leader's own fsync), replicate (one append round trip to a follower, its fsync included), commit (appended here to applied: a majority has it), apply, respond (applied to the caller woken), total",
+                    )
+                    .buckets(vec![
+                        0.000_05, 0.000_1, 0.000_2, 0.000_3, 0.000_5, 0.000_75, 0.001, 0.001_5, 0.002,
+                        0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0,
+                    ]),
+                    &["stage"],
                 )
                 .expect("valid metric"),
             ),

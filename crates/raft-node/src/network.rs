@@ -168,6 +168,9 @@ pub struct PeerContext {
     pub clock: Arc<Clock>,
     /// Disk alarms.
     pub disk: Arc<DiskMonitor>,
+    /// Where append round trips with entries are timed (the `replicate`
+    /// stage of `raftq_write_stage_seconds`).
+    pub replicated: prometheus::HistogramVec,
 }
 
 impl PeerContext {
@@ -405,10 +408,17 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             bytes: payload.len(),
             finished: false,
         };
+        let sent = std::time::Instant::now();
         let result = self.send(Kind::Append, payload, option.hard_ttl()).await;
         watch.finished = true;
         if result.is_ok() {
             budget.succeeded(watch.bytes);
+            if !rpc.entries.is_empty() {
+                self.context
+                    .replicated
+                    .with_label_values(&["replicate"])
+                    .observe(sent.elapsed().as_secs_f64());
+            }
         }
         result
     }

@@ -119,8 +119,12 @@ impl Node {
         })?;
         // The state first: a data dir in a format this release cannot read
         // is refused before the log store writes anything into it.
-        let state_machine = StateMachine::open(&config.data_dir.join("sm"))?;
+        let mut state_machine = StateMachine::open(&config.data_dir.join("sm"))?;
         let log = LogStore::open(&config.data_dir.join("log"))?;
+        let timings = Arc::new(raftq_storage::timing::Timings::new());
+        log.record_timings(timings.clone());
+        state_machine.record_timings(timings.clone());
+        let metrics = Metrics::new();
         let state = state_machine.reader();
         check_log_covers_applied(&log, &state)?;
         log.guard_applied(state_machine.applied_index());
@@ -137,6 +141,7 @@ impl Node {
             identity: identity.clone(),
             clock: clock.clone(),
             disk: disk.clone(),
+            replicated: metrics.write_stage_seconds.clone(),
         };
         let raft_config = openraft::Config {
             cluster_name: "raftq".into(),
@@ -164,14 +169,19 @@ impl Node {
         .map_err(|err| Error::Internal(format!("raft failed to start: {err}")))?;
         crate::bootstrap::maybe_initialize(&raft, &config).await?;
 
-        let metrics = Metrics::new();
         let limits = BatchLimits {
             max_commands: config.max_batch_commands,
             max_bytes: config.max_batch_bytes,
             max_inflight: config.max_inflight_proposals,
             stale_leader_ms: config.election_timeout_max_ms,
         };
-        let proposer = Proposer::start(raft.clone(), limits, metrics.clone(), clock.clone());
+        let proposer = Proposer::start(
+            raft.clone(),
+            limits,
+            metrics.clone(),
+            clock.clone(),
+            timings,
+        );
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let node = Arc::new(Node {
             id: config.id,

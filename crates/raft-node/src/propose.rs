@@ -20,11 +20,12 @@
 //! `UNAVAILABLE` so clients find the next leader.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::Raft;
 use raftq_storage::command::{Command, Response};
+use raftq_storage::timing::Timings;
 use raftq_storage::{NodeId, TypeConfig};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
@@ -56,6 +57,8 @@ struct Proposal {
     command: Command,
     weight: usize,
     reply: oneshot::Sender<Result<Response>>,
+    /// When the caller handed it over.
+    received: Instant,
 }
 
 /// Limits of one batch.
@@ -81,15 +84,17 @@ pub struct Proposer {
 }
 
 impl Proposer {
-    /// Starts the batching task.
+    /// Starts the batching task. `timings` holds the stamps the log store
+    /// and the state machine make, for the write-latency breakdown.
     pub fn start(
         raft: Raft<TypeConfig>,
         limits: BatchLimits,
         metrics: Metrics,
         clock: Arc<Clock>,
+        timings: Arc<Timings>,
     ) -> Self {
         let (tx, rx) = mpsc::channel(PROPOSAL_QUEUE_CAPACITY);
-        tokio::spawn(run(raft, rx, limits, metrics, clock));
+        tokio::spawn(run(raft, rx, limits, metrics, clock, timings));
         Proposer { tx }
     }
 
@@ -101,6 +106,7 @@ impl Proposer {
             weight: weight(&command),
             command,
             reply,
+            received: Instant::now(),
         };
         self.tx
             .send(proposal)
@@ -118,6 +124,7 @@ async fn run(
     limits: BatchLimits,
     metrics: Metrics,
     clock: Arc<Clock>,
+    timings: Arc<Timings>,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_inflight));
     let mut carried: Option<Proposal> = None;
@@ -166,8 +173,12 @@ async fn run(
         }
         let raft = raft.clone();
         let stale_leader_ms = limits.stale_leader_ms;
+        let timing = Timing {
+            metrics: metrics.clone(),
+            timings: timings.clone(),
+        };
         tokio::spawn(async move {
-            commit(&raft, batch, stale_leader_ms).await;
+            commit(&raft, batch, stale_leader_ms, &timing).await;
             drop(slot);
         });
     }
@@ -206,7 +217,46 @@ async fn until_cut_off(raft: &Raft<TypeConfig>, stale_ms: u64) -> String {
     }
 }
 
-async fn commit(raft: &Raft<TypeConfig>, batch: Vec<Proposal>, stale_leader_ms: u64) {
+/// Where a batch's stage durations go.
+struct Timing {
+    metrics: Metrics,
+    timings: Arc<Timings>,
+}
+
+impl Timing {
+    fn observe(&self, stage: &str, from: Option<Instant>, to: Option<Instant>) {
+        if let (Some(from), Some(to)) = (from, to) {
+            self.metrics
+                .write_stage_seconds
+                .with_label_values(&[stage])
+                .observe(to.saturating_duration_since(from).as_secs_f64());
+        }
+    }
+
+    /// Turns the stamps of the entry at `index` into stage durations.
+    fn entry(&self, index: u64, proposed: Instant, answered: Instant) {
+        let Some(stamps) = self.timings.take(index) else {
+            return;
+        };
+        self.observe("append", Some(proposed), stamps.appended);
+        self.observe("flush", stamps.appended, stamps.flushed);
+        self.observe("commit", stamps.appended, stamps.apply_started);
+        self.observe("apply", stamps.apply_started, stamps.applied);
+        self.observe("respond", stamps.applied, Some(answered));
+    }
+}
+
+async fn commit(
+    raft: &Raft<TypeConfig>,
+    batch: Vec<Proposal>,
+    stale_leader_ms: u64,
+    timing: &Timing,
+) {
+    let proposed = Instant::now();
+    for proposal in &batch {
+        timing.observe("queue", Some(proposal.received), Some(proposed));
+    }
+    let received: Vec<Instant> = batch.iter().map(|p| p.received).collect();
     let (commands, replies): (Vec<Command>, Vec<_>) =
         batch.into_iter().map(|p| (p.command, p.reply)).unzip();
     let single = commands.len() == 1;
@@ -231,6 +281,11 @@ async fn commit(raft: &Raft<TypeConfig>, batch: Vec<Proposal>, stale_leader_ms: 
     };
     match written {
         Ok(written) => {
+            let answered = Instant::now();
+            timing.entry(written.log_id.index, proposed, answered);
+            for at in &received {
+                timing.observe("total", Some(*at), Some(answered));
+            }
             let responses = match written.data {
                 Response::Batch(responses) if !single => responses,
                 other => vec![other],

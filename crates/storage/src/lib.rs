@@ -26,6 +26,7 @@ pub mod log_store;
 pub mod queue;
 pub mod snapshot;
 pub mod state_machine;
+pub mod timing;
 pub mod types;
 
 pub use command::{Command, Response};

@@ -54,6 +54,7 @@ use tokio::sync::mpsc;
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::fsync::DiskSync;
+use crate::timing::Timings;
 use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig};
 
 /// sled's segment size for the log database. Values above a quarter of it
@@ -102,14 +103,17 @@ struct Inner {
     disk: Arc<DiskSync>,
     log: sled::Tree,
     meta: sled::Tree,
-    /// `None` only while dropping.
-    flush_tx: Option<mpsc::Sender<LogFlushed<TypeConfig>>>,
+    /// `None` only while dropping. Each append's callback, with the last
+    /// index it wrote.
+    flush_tx: Option<mpsc::Sender<(LogFlushed<TypeConfig>, u64)>>,
     flusher: Option<std::thread::JoinHandle<()>>,
     stats: Arc<LogStats>,
     /// Set when a flush failed: every later append fails too.
     failed: Arc<AtomicBool>,
     /// The state machine's applied index, once wired: no truncation below it.
     applied: OnceLock<Arc<AtomicU64>>,
+    /// Where appends and flushes are stamped, once wired.
+    timings: Arc<OnceLock<Arc<Timings>>>,
     incarnation: u64,
 }
 
@@ -153,9 +157,19 @@ impl LogStore {
         let flusher_disk = disk.clone();
         let flusher_stats = stats.clone();
         let flusher_failed = failed.clone();
+        let timings: Arc<OnceLock<Arc<Timings>>> = Arc::default();
+        let flusher_timings = timings.clone();
         let flusher = std::thread::Builder::new()
             .name("raftq-log-flush".into())
-            .spawn(move || flusher(flusher_disk, flush_rx, flusher_stats, flusher_failed))?;
+            .spawn(move || {
+                flusher(
+                    flusher_disk,
+                    flush_rx,
+                    flusher_stats,
+                    flusher_failed,
+                    flusher_timings,
+                )
+            })?;
         let store = LogStore {
             inner: Arc::new(Inner {
                 db,
@@ -167,6 +181,7 @@ impl LogStore {
                 stats,
                 failed,
                 applied: OnceLock::new(),
+                timings,
                 incarnation,
             }),
         };
@@ -190,6 +205,12 @@ impl LogStore {
     /// holds (the state machine's applied index). Call once, at start.
     pub fn guard_applied(&self, applied: Arc<AtomicU64>) {
         let _ = self.inner.applied.set(applied);
+    }
+
+    /// Stamps every append and flush in `timings` from now on (the
+    /// write-latency breakdown). Call once, at start.
+    pub fn record_timings(&self, timings: Arc<Timings>) {
+        let _ = self.inner.timings.set(timings);
     }
 
     /// Whether a flush has failed (the store then refuses every append).
@@ -367,9 +388,10 @@ fn load_or_create_incarnation(meta: &sled::Tree, disk: &DiskSync) -> Result<u64>
 /// them. After a failed flush it fails every append, without flushing again.
 fn flusher(
     disk: Arc<DiskSync>,
-    mut rx: mpsc::Receiver<LogFlushed<TypeConfig>>,
+    mut rx: mpsc::Receiver<(LogFlushed<TypeConfig>, u64)>,
     stats: Arc<LogStats>,
     failed: Arc<AtomicBool>,
+    timings: Arc<OnceLock<Arc<Timings>>>,
 ) {
     let mut waiting = Vec::new();
     while let Some(first) = rx.blocking_recv() {
@@ -378,7 +400,7 @@ fn flusher(
             waiting.push(next);
         }
         if failed.load(Ordering::Relaxed) {
-            for callback in waiting.drain(..) {
+            for (callback, _) in waiting.drain(..) {
                 callback.log_io_completed(Err(std::io::Error::other(
                     "an earlier log flush failed; this node must restart",
                 )));
@@ -400,14 +422,18 @@ fn flusher(
             .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         match result {
             Ok(_) => {
-                for callback in waiting.drain(..) {
+                if let Some(timings) = timings.get() {
+                    let last = waiting.iter().map(|(_, last)| *last).max().unwrap_or(0);
+                    timings.flushed(last, std::time::Instant::now());
+                }
+                for (callback, _) in waiting.drain(..) {
                     callback.log_io_completed(Ok(()));
                 }
             }
             Err(err) => {
                 failed.store(true, Ordering::Relaxed);
                 tracing::error!(error = %err, "log flush failed: this node stops");
-                for callback in waiting.drain(..) {
+                for (callback, _) in waiting.drain(..) {
                     callback.log_io_completed(Err(std::io::Error::other(err.to_string())));
                 }
             }
@@ -508,19 +534,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // buffer twice per batch, which costs more than the batch saves. sled
         // recovers a prefix of its log after a crash, so entries written in
         // order survive in order; `remove_gap_tail` guards that at open.
-        let write = || -> Result<()> {
-            let mut previous: Option<u64> = None;
+        let received = std::time::Instant::now();
+        let write = || -> Result<(u64, u64)> {
+            let mut range: Option<(u64, u64)> = None;
             for entry in entries {
                 let index = entry.log_id.index;
-                if let Some(previous) = previous {
+                if let Some((_, previous)) = range {
                     assert_eq!(previous + 1, index, "appended entries are contiguous");
                 }
-                previous = Some(index);
+                range = Some((range.map_or(index, |(first, _)| first), index));
                 self.inner
                     .log
                     .insert(index.to_be_bytes(), codec::encode_checked(&entry)?)?;
             }
-            Ok(())
+            Ok(range.unwrap_or((0, 0)))
         };
         if self.has_failed() {
             let err = Error::Io(std::io::Error::other(
@@ -528,9 +555,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             ));
             return Err(storage_error(ErrorSubject::Logs, ErrorVerb::Write, &err));
         }
-        write().map_err(|err| storage_error(ErrorSubject::Logs, ErrorVerb::Write, &err))?;
+        let (first, last) =
+            write().map_err(|err| storage_error(ErrorSubject::Logs, ErrorVerb::Write, &err))?;
+        if let Some(timings) = self.inner.timings.get() {
+            timings.appended(first, last, received);
+        }
         let flush_tx = self.inner.flush_tx.as_ref().expect("set until drop");
-        flush_tx.send(callback).await.map_err(|_| {
+        flush_tx.send((callback, last)).await.map_err(|_| {
             let err = Error::Io(std::io::Error::other("log flusher thread has stopped"));
             storage_error(ErrorSubject::Logs, ErrorVerb::Write, &err)
         })

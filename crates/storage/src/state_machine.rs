@@ -40,6 +40,7 @@ use crate::command::Response;
 use crate::error::{Error, Result};
 use crate::queue::{Queues, StateView};
 use crate::snapshot::{self, LoadedState};
+use crate::timing::Timings;
 use crate::types::{
     Entry, LogId, NodeId, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
@@ -169,6 +170,8 @@ pub struct StateMachine {
     applied_tx: watch::Sender<u64>,
     /// The last applied index, for the log store's truncation guard.
     applied_index: Arc<AtomicU64>,
+    /// Where applies are stamped (the write-latency breakdown), if wired.
+    timings: Option<Arc<Timings>>,
 }
 
 impl StateMachine {
@@ -205,7 +208,13 @@ impl StateMachine {
             snapshots: Arc::new(snapshots),
             applied_tx,
             applied_index: Arc::new(AtomicU64::new(index)),
+            timings: None,
         })
+    }
+
+    /// Stamps every apply in `timings` from now on.
+    pub fn record_timings(&mut self, timings: Arc<Timings>) {
+        self.timings = Some(timings);
     }
 
     /// A read handle on the applied state.
@@ -234,9 +243,12 @@ impl StateMachine {
         entries: impl IntoIterator<Item = Entry>,
     ) -> Result<Vec<Response>> {
         let mut responses = Vec::new();
+        let started = std::time::Instant::now();
+        let mut first = None;
         let last = {
             let mut state = self.state.write().expect("state lock is never poisoned");
             for entry in entries {
+                first.get_or_insert(entry.log_id.index);
                 if let Some(last) = state.last_applied {
                     assert!(
                         entry.log_id.index > last.index,
@@ -258,7 +270,15 @@ impl StateMachine {
             }
             state.last_applied
         };
-        self.publish_applied(last.map_or(0, |id| id.index));
+        let last = last.map_or(0, |id| id.index);
+        if let (Some(timings), Some(first)) = (&self.timings, first) {
+            let done = std::time::Instant::now();
+            for index in first..=last {
+                timings.apply_started(index, started);
+                timings.applied(index, done);
+            }
+        }
+        self.publish_applied(last);
         Ok(responses)
     }
 
