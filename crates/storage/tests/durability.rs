@@ -1,9 +1,11 @@
 //! Crash safety and snapshots of the sled stores, on real temp directories.
 //!
-//! - A child process appends and applies entries and reports each append that
-//!   openraft would have been told is durable; it is killed with SIGKILL at a
-//!   seeded moment. Reopened, the log holds every reported entry, and the state
-//!   machine, after replaying the log's tail, equals a fresh replay of the log.
+//! - A child process appends and applies entries, snapshots every 300, and
+//!   reports each append that openraft would have been told is durable; it is
+//!   killed with SIGKILL at a seeded moment (between applies and snapshots, or
+//!   in the middle of one). Reopened, the log holds every reported entry, and
+//!   the state machine (its newest whole snapshot, then the log's tail
+//!   replayed) equals a fresh replay of the log.
 //! - A corrupted log record is reported as a storage error, never applied.
 //! - A snapshot of a state of 100k+ messages installs on a fresh store with
 //!   identical stats and identical next deliveries, and survives a reopen.
@@ -26,6 +28,8 @@ const CHILD_DIR_ENV: &str = "RAFTQ_CRASH_CHILD_DIR";
 /// Upper bounds of the child's loop: it is meant to be killed long before.
 const CHILD_MAX_ENTRIES: u64 = 200_000;
 const CHILD_MAX_TIME: Duration = Duration::from_secs(60);
+/// The child snapshots its state every this many entries.
+const SNAPSHOT_EVERY: u64 = 300;
 
 fn entry(index: u64, command: Command) -> Entry {
     Entry {
@@ -90,6 +94,15 @@ fn child_appends_and_applies_until_killed() {
             println!("durable {index}");
             let responses = sm.apply_entries([entry]).expect("apply");
             collect_receipts(&responses[0], &mut receipts);
+            if index.is_multiple_of(SNAPSHOT_EVERY) {
+                // As openraft's policy would: the kill may land before, in
+                // the middle of or after writing it.
+                sm.get_snapshot_builder()
+                    .await
+                    .build_snapshot()
+                    .await
+                    .expect("snapshot");
+            }
         }
     });
 }
@@ -184,6 +197,13 @@ async fn log_entries_reported_durable_survive_sigkill_and_the_state_equals_the_l
         assert!(
             applied <= entries.len() as u64,
             "applied only what was logged"
+        );
+        // Durable reports come after the previous entry's snapshot returned.
+        let last_whole_snapshot = (reported - 1) / SNAPSHOT_EVERY * SNAPSHOT_EVERY;
+        assert!(
+            applied >= last_whole_snapshot && applied.is_multiple_of(SNAPSHOT_EVERY),
+            "round {round}: restarted from the snapshot at {applied}, \
+             the newest whole one is at {last_whole_snapshot} or later"
         );
         sm.apply_entries(entries[applied as usize..].iter().cloned())
             .expect("replay tail");
