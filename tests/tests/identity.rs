@@ -192,3 +192,92 @@ async fn a_removed_node_that_starts_again_learns_it_was_removed_and_stops_campai
     assert!(members.iter().all(|m| m.id != removed), "{members:?}");
     cluster.shutdown().await;
 }
+
+/// Found by review: a node catching up from the start of the log holds, for
+/// a while, the incarnation a re-added node had before it was wiped. It must
+/// neither refuse that node (now the leader) nor be believed by it; before
+/// the fix the leader marked itself refused and the cluster stopped serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_catching_up_from_an_old_record_never_refuses_a_re_added_leader() {
+    let mut cluster = TestCluster::start(3).await;
+    let leader = cluster.wait_for_leader().await;
+    let wiped = cluster
+        .ids()
+        .into_iter()
+        .find(|id| *id != leader)
+        .expect("a follower");
+    let client = cluster.client();
+    client
+        .create_queue(
+            "big",
+            pb::QueueConfig {
+                max_message_bytes: Some(1024 * 1024),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("create");
+    let old_incarnation = cluster.node(wiped).node.identity.incarnation();
+
+    println!("phase: node {wiped} loses its data, is refused, removed and added back");
+    cluster.stop(wiped).await;
+    cluster.wipe(wiped);
+    cluster.restart(wiped).await;
+    cluster
+        .wait_until("the wiped node is refused", |c| {
+            matches!(c.node(wiped).node.identity.standing(), Standing::Refused(_))
+        })
+        .await;
+    client.remove_node(wiped).await.expect("remove");
+    client
+        .add_node(wiped, &cluster.addr(wiped))
+        .await
+        .expect("add back");
+    let new_incarnation = cluster.node(wiped).node.identity.incarnation();
+    assert_ne!(new_incarnation, old_incarnation);
+    cluster
+        .wait_until(
+            "the cluster registers the new log of the re-added node",
+            |c| {
+                c.ids().iter().all(|id| {
+                    c.node(*id).node.identity.record().incarnation(wiped) == Some(new_incarnation)
+                })
+            },
+        )
+        .await;
+
+    println!("phase: node {wiped} leads; 40 MiB in the log so a new node needs many appends");
+    cluster.make_leader(wiped).await;
+    let body = vec![b'x'; 1024 * 1024];
+    for _ in 0..40 {
+        client
+            .enqueue_one("big", Message::new(body.clone()))
+            .await
+            .expect("enqueue");
+    }
+
+    println!("phase: new node 4 catches up from index 1 (its record names node {wiped}'s old log)");
+    let addr = cluster.start_new_node(4).await;
+    client.add_node(4, &addr).await.expect("add node 4");
+    let digests = cluster.wait_converged().await;
+    println!("replicas converged: {digests:?}");
+    let watch_until = tokio::time::Instant::now() + WATCH;
+    while tokio::time::Instant::now() < watch_until {
+        for id in cluster.ids() {
+            assert_eq!(
+                cluster.node(id).node.identity.standing(),
+                Standing::Member,
+                "node {id} is refused by a node with an old record"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(is_leader(&cluster, wiped), "node {wiped} still leads");
+    client
+        .enqueue_one("big", Message::new("after"))
+        .await
+        .expect("the cluster still serves");
+    let info = client.get_queue("big").await.expect("stats");
+    assert_eq!(info.ready, 41);
+    cluster.shutdown().await;
+}

@@ -22,8 +22,17 @@
 //!
 //! A node that is refused stops taking part (no elections) until a leader's
 //! append succeeds on it again, which happens once it is a member again.
+//!
+//! The record is the one this node has applied, which is old on a node that
+//! is catching up: it may still name a node's incarnation from before that
+//! node was removed, wiped and added back. Every message therefore carries
+//! the log index its sender's record was applied up to, and an incarnation
+//! is only judged by the side whose record is at least as new: a node never
+//! refuses a peer whose record is newer than its own, and never takes a
+//! peer's word about itself from an older record.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -99,6 +108,8 @@ pub struct Identity {
     id: NodeId,
     incarnation: u64,
     record: RwLock<ClusterRecord>,
+    /// The log index `record` was applied up to.
+    record_index: AtomicU64,
     observed: Mutex<BTreeMap<NodeId, u64>>,
     standing: watch::Sender<Standing>,
     logged: Mutex<HashMap<(NodeId, &'static str), Instant>>,
@@ -114,6 +125,7 @@ impl Identity {
             id,
             incarnation,
             record: RwLock::new(ClusterRecord::default()),
+            record_index: AtomicU64::new(0),
             observed: Mutex::new(BTreeMap::new()),
             standing: watch::Sender::new(Standing::Member),
             logged: Mutex::new(HashMap::new()),
@@ -150,42 +162,52 @@ impl Identity {
             .clone()
     }
 
-    /// Takes the record from the applied state (after every apply).
-    pub fn observe_record(&self, record: &ClusterRecord) {
+    /// Takes the record from the applied state, applied up to log index
+    /// `applied` (after every apply).
+    pub fn observe_record(&self, record: &ClusterRecord, applied: u64) {
         let current = self.record.read().expect("identity lock is never poisoned");
-        if &*current == record {
-            return;
+        if &*current != record {
+            drop(current);
+            *self
+                .record
+                .write()
+                .expect("identity lock is never poisoned") = record.clone();
         }
-        drop(current);
-        *self
-            .record
-            .write()
-            .expect("identity lock is never poisoned") = record.clone();
+        // After the record: a reader may pair the new record with the old
+        // index, which only makes it judge fewer peers.
+        self.record_index.fetch_max(applied, Ordering::Release);
     }
 
     /// What an outgoing message to `target` carries: the cluster id (0 when
-    /// unknown), this node's incarnation, and the target's registered one (0
-    /// when none).
-    pub fn outgoing(&self, target: NodeId) -> (u64, u64, u64) {
+    /// unknown), this node's incarnation, the target's registered one (0
+    /// when none), and the log index the record was applied up to.
+    pub fn outgoing(&self, target: NodeId) -> (u64, u64, u64, u64) {
+        let index = self.record_index.load(Ordering::Acquire);
         let record = self.record.read().expect("identity lock is never poisoned");
         (
             record.cluster_id.unwrap_or(0),
             self.incarnation,
             record.incarnation(target).unwrap_or(0),
+            index,
         )
     }
 
     /// Checks a message from `source` (a request here, or a reply to one of
-    /// ours): same cluster, the source's incarnation as registered, and this
-    /// node as the source registered it. A reply that passes records the
-    /// source's incarnation for registration by the leader.
+    /// ours): same cluster, the source's incarnation as registered (when
+    /// this node's record is at least as new as the source's, applied up to
+    /// `source_record_index`), and this node as the source registered it
+    /// (when the source's record is at least as new as this node's). A
+    /// message that passes records the source's incarnation for
+    /// registration by the leader.
     pub fn check(
         &self,
         source: NodeId,
         cluster_id: u64,
         source_incarnation: u64,
         target_incarnation: u64,
+        source_record_index: u64,
     ) -> Result<(), Refused> {
+        let own_index = self.record_index.load(Ordering::Acquire);
         let record = self.record.read().expect("identity lock is never poisoned");
         if let Some(ours) = record.cluster_id {
             if cluster_id != 0 && cluster_id != ours {
@@ -199,7 +221,10 @@ impl Identity {
                 });
             }
         }
-        if let Some(known) = record.incarnation(source) {
+        if let Some(known) = record
+            .incarnation(source)
+            .filter(|_| own_index >= source_record_index)
+        {
             if source_incarnation != 0 && source_incarnation != known {
                 return Err(Refused {
                     kind: RefusalKind::LostData,
@@ -212,7 +237,10 @@ impl Identity {
                 });
             }
         }
-        if target_incarnation != 0 && target_incarnation != self.incarnation {
+        if target_incarnation != 0
+            && target_incarnation != self.incarnation
+            && source_record_index >= own_index
+        {
             return Err(Refused {
                 kind: RefusalKind::StaleRecord,
                 message: format!(
@@ -311,24 +339,52 @@ mod tests {
     #[test]
     fn a_message_whose_incarnations_disagree_with_the_record_is_refused_by_kind() {
         let me = Identity::new(1, 11);
-        me.observe_record(&registered(&[(1, 11), (2, 22)]));
-        assert_eq!(me.check(2, 7, 22, 11), Ok(()));
+        me.observe_record(&registered(&[(1, 11), (2, 22)]), 50);
+        assert_eq!(me.check(2, 7, 22, 11, 50), Ok(()));
         assert_eq!(
-            me.check(2, 7, 23, 11).map_err(|r| r.kind),
+            me.check(2, 7, 23, 11, 50).map_err(|r| r.kind),
             Err(RefusalKind::LostData),
             "node 2 came back with a new log"
         );
         assert_eq!(
-            me.check(2, 7, 22, 12).map_err(|r| r.kind),
+            me.check(2, 7, 22, 12, 50).map_err(|r| r.kind),
             Err(RefusalKind::StaleRecord),
             "this node is not the log node 2 registered"
         );
         assert_eq!(
-            me.check(2, 8, 22, 11).map_err(|r| r.kind),
+            me.check(2, 8, 22, 11, 50).map_err(|r| r.kind),
             Err(RefusalKind::OtherCluster)
         );
-        assert_eq!(me.check(3, 7, 33, 0), Ok(()), "not registered yet");
+        assert_eq!(me.check(3, 7, 33, 0, 50), Ok(()), "not registered yet");
         assert_eq!(me.unregistered(), vec![(3, 33)]);
+    }
+
+    #[test]
+    fn only_the_side_with_the_newer_record_judges_an_incarnation() {
+        // This node is catching up: its record (applied to 50) still names
+        // node 2's log from before it was wiped and added back.
+        let me = Identity::new(1, 11);
+        me.observe_record(&registered(&[(1, 11), (2, 22)]), 50);
+        assert_eq!(
+            me.check(2, 7, 23, 11, 400),
+            Ok(()),
+            "node 2's record is newer: this node's idea of node 2 is stale"
+        );
+        assert_eq!(
+            me.check(2, 7, 23, 11, 40).map_err(|r| r.kind),
+            Err(RefusalKind::LostData),
+            "this node's record is the newer: it judges node 2"
+        );
+        assert_eq!(
+            me.check(2, 7, 22, 99, 40),
+            Ok(()),
+            "node 2's record of this node is older than this node's own: not taken"
+        );
+        assert_eq!(
+            me.check(2, 7, 22, 12, 50).map_err(|r| r.kind),
+            Err(RefusalKind::StaleRecord),
+            "records as new as each other: node 2's word about this node counts"
+        );
     }
 
     #[test]

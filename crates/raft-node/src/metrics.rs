@@ -199,9 +199,9 @@ impl Metrics {
         self.queue_age.reset();
         self.queue_events.reset();
         {
-            let state = node.state.read();
-            for queue in state.queues.iter() {
-                let stats = raftq_storage::queue::stats::of(queue, now);
+            // O(queues) under the lock; the pass over the messages after it.
+            let view = node.state.read().queues.view();
+            for stats in view.stats(now) {
                 let name = stats.name.as_str();
                 for (label, value) in [
                     ("ready", stats.ready),

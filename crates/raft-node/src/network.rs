@@ -176,7 +176,8 @@ pub struct PeerContext {
 impl PeerContext {
     /// The envelope of a message from `source` to `target`.
     pub fn envelope(&self, source: NodeId, target: NodeId, payload: Vec<u8>) -> RaftMessage {
-        let (cluster_id, source_incarnation, target_incarnation) = self.identity.outgoing(target);
+        let (cluster_id, source_incarnation, target_incarnation, record_index) =
+            self.identity.outgoing(target);
         RaftMessage {
             target,
             source,
@@ -186,6 +187,7 @@ impl PeerContext {
             target_incarnation,
             sent_at_ms: self.clock.wall().0,
             disk_alarm: self.disk.state().alarm,
+            record_index,
         }
     }
 }
@@ -304,6 +306,7 @@ impl PeerClient {
             reply.cluster_id,
             reply.source_incarnation,
             reply.target_incarnation,
+            reply.record_index,
         ) {
             return Err(self.refused_reply(refused));
         }

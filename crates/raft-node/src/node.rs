@@ -295,7 +295,10 @@ fn check_log_covers_applied(log: &LogStore, state: &StateReader) -> Result<()> {
 fn observe_state(state: &StateReader, clock: &Clock, identity: &Identity) {
     let state = state.read();
     clock.observe_state(state.queues.clock());
-    identity.observe_record(state.queues.cluster());
+    identity.observe_record(
+        state.queues.cluster(),
+        state.last_applied.map_or(0, |id| id.index),
+    );
 }
 
 /// After every apply: the state's clock and cluster record.

@@ -43,8 +43,9 @@ impl ClusterApi {
     }
 }
 
-/// This node's view of the cluster; with `digest`, also the state digest
-/// (a pass over the whole state, under the state's read lock).
+/// This node's view of the cluster; with `digest`, also the state digest (a
+/// pass over the whole state, on a view taken under the state's lock in
+/// O(queues): call it off the async workers, as `Status` does).
 pub fn status(node: &Node, digest: bool) -> pb::StatusResponse {
     let metrics = node.raft.metrics().borrow().clone();
     let membership = metrics.membership_config.membership();
@@ -107,13 +108,14 @@ pub fn status(node: &Node, digest: bool) -> pb::StatusResponse {
         }
     };
     let disk = node.disk.state();
-    let (applied, digest) = {
+    let (applied, view) = {
         let state = node.state.read();
         (
             state.last_applied.map_or(0, |id| id.index),
-            if digest { state.queues.digest() } else { 0 },
+            digest.then(|| state.queues.view()),
         )
     };
+    let digest = view.map_or(0, |view| view.digest());
     pb::StatusResponse {
         node_id: node.id,
         leader_id: metrics.current_leader,
@@ -276,7 +278,15 @@ impl ClusterService for ClusterApi {
             "status",
             false,
             request,
-            |node, req| async move { Ok(status(&node, req.digest)) },
+            |node, req| async move {
+                if !req.digest {
+                    return Ok(status(&node, false));
+                }
+                // A pass over every message: not on an async worker.
+                tokio::task::spawn_blocking(move || status(&node, true))
+                    .await
+                    .map_err(|err| Error::Internal(format!("status digest: {err}")))
+            },
             |channel, req| async move { ClusterServiceClient::new(channel).status(req).await },
         )
         .await

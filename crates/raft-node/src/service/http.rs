@@ -31,8 +31,16 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener) {
     }
 }
 
-async fn metrics(State(node): State<Arc<Node>>) -> String {
-    node.metrics.render(&node)
+/// Renders on a blocking thread: a large state has many series, and the
+/// async workers serve the write path.
+async fn metrics(State(node): State<Arc<Node>>) -> (StatusCode, String) {
+    match tokio::task::spawn_blocking(move || node.metrics.render(&node)).await {
+        Ok(text) => (StatusCode::OK, text),
+        Err(err) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("rendering the metrics failed: {err}\n"),
+        ),
+    }
 }
 
 async fn ready(State(node): State<Arc<Node>>) -> (StatusCode, String) {

@@ -196,13 +196,15 @@ impl QueueService for QueueApi {
             |node, _req| async move {
                 read::barrier(&node).await?;
                 let now = node.clock.now();
-                let state = node.state.read();
-                let queues = state
-                    .queues
-                    .iter()
-                    .map(|q| state.queues.stats(q.name(), now).map(convert::info_to_pb))
-                    .collect::<std::result::Result<Vec<_>, _>>()?;
-                Ok(pb::ListQueuesResponse { queues })
+                // O(queues) under the lock; the pass over the messages after
+                // it, off the async workers.
+                let view = node.state.read().queues.view();
+                let stats = tokio::task::spawn_blocking(move || view.stats(now))
+                    .await
+                    .map_err(|err| Error::Internal(format!("queue stats: {err}")))?;
+                Ok(pb::ListQueuesResponse {
+                    queues: stats.into_iter().map(convert::info_to_pb).collect(),
+                })
             },
             |channel, req| async move { client(channel).list_queues(req).await },
         )
@@ -220,11 +222,12 @@ impl QueueService for QueueApi {
             request,
             |node, req| async move {
                 read::barrier(&node).await?;
-                let stats = node
+                let view = node
                     .state
                     .read()
                     .queues
-                    .stats(&QueueName::new(&req.name), node.clock.now())?;
+                    .stats_view(&QueueName::new(&req.name))?;
+                let stats = view.stats(node.clock.now());
                 Ok(pb::GetQueueResponse {
                     queue: Some(convert::info_to_pb(stats)),
                 })

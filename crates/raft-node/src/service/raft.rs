@@ -56,6 +56,7 @@ impl RaftServer {
             message.cluster_id,
             message.source_incarnation,
             message.target_incarnation,
+            message.record_index,
         ) {
             if refused.kind == RefusalKind::StaleRecord {
                 // The sender knows this node by another log: this node is the

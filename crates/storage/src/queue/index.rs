@@ -77,6 +77,8 @@ pub struct QueueView {
     pub messages: imbl::OrdMap<MessageId, Message>,
     /// Its remembered dedup ids.
     pub dedup: imbl::HashMap<Arc<str>, DedupEntry>,
+    /// Message bytes it holds.
+    pub bytes: u64,
 }
 
 /// A remembered dedup id.
@@ -178,6 +180,7 @@ impl Queue {
             meta: self.meta.clone(),
             messages: self.messages.clone(),
             dedup: self.dedup.clone(),
+            bytes: self.bytes,
         }
     }
 

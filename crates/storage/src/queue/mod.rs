@@ -349,9 +349,17 @@ impl Queues {
         Ok(())
     }
 
+    /// A digest of the whole state: [`StateView::digest`] of [`Queues::view`].
+    pub fn digest(&self) -> u64 {
+        self.view().digest()
+    }
+}
+
+impl StateView {
     /// A digest of the whole state (clock, id counter, cluster record,
     /// queues, messages, dedup entries), equal on replicas that applied the
-    /// same log. FNV-1a over the encoded records, in key order.
+    /// same log. FNV-1a over the encoded records, in key order. One pass over
+    /// every message: compute it on a view, off the state's lock.
     pub fn digest(&self) -> u64 {
         let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
         let mut feed = |bytes: &[u8]| {
@@ -360,13 +368,13 @@ impl Queues {
                 hash = hash.wrapping_mul(0x0100_0000_01b3);
             }
         };
-        feed(&postcard::to_allocvec(&self.globals()).expect("globals encode"));
-        for queue in self.queues.values() {
+        feed(&postcard::to_allocvec(&self.globals).expect("globals encode"));
+        for queue in &self.queues {
             feed(&postcard::to_allocvec(&queue.meta).expect("meta encodes"));
-            for message in queue.messages() {
+            for message in queue.messages.values() {
                 feed(&postcard::to_allocvec(message).expect("message encodes"));
             }
-            let mut dedup: Vec<_> = queue.dedup_entries().collect();
+            let mut dedup: Vec<_> = queue.dedup.iter().collect();
             dedup.sort_by(|a, b| a.0.cmp(b.0));
             for (id, entry) in dedup {
                 feed(id.as_bytes());

@@ -1,11 +1,18 @@
 //! Queue stats: what an operator watches.
 //!
 //! Stats are a read, computed from the messages at a given `now`; they cost
-//! one pass over the queue's messages.
+//! one pass over the queue's messages. They are computed from a view
+//! ([`crate::queue::Queues::view`], [`Queues::stats_view`]) taken under the
+//! state's lock in O(queues) and read after it is released, so a scrape or a
+//! status of a large state never holds up applies.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::queue::{Counters, Queue, QueueConfig, QueueName, Timestamp};
+use crate::queue::{
+    Counters, QueueConfig, QueueMeta, QueueName, QueueView, Queues, StateView, Timestamp,
+};
 
 /// A queue's depth and health at one instant.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,18 +46,18 @@ pub struct QueueStats {
     pub dead_letter_source_of: Vec<String>,
 }
 
-/// Computes a queue's stats at `now`.
-pub fn of(queue: &Queue, now: Timestamp) -> QueueStats {
+/// Computes a queue's stats at `now`, from the queue or from a view of it.
+pub fn of(queue: &QueueView, now: Timestamp) -> QueueStats {
     let mut stats = QueueStats {
-        name: queue.name().to_string(),
-        config: Some(queue.config().clone()),
-        bytes: queue.bytes(),
+        name: queue.meta.name.to_string(),
+        config: Some(queue.meta.config.clone()),
+        bytes: queue.bytes,
         counters: queue.meta.counters.clone(),
         ..QueueStats::default()
     };
     let mut oldest_ready: Option<Timestamp> = None;
     let mut oldest_lease: Option<(Timestamp, &str)> = None;
-    for message in queue.messages() {
+    for message in queue.messages.values() {
         if message.is_in_flight(now) {
             stats.in_flight += 1;
             let lease = message.lease.as_ref().expect("in flight means leased");
@@ -74,24 +81,82 @@ pub fn of(queue: &Queue, now: Timestamp) -> QueueStats {
     stats
 }
 
-/// Names of the queues that dead-letter into `name`.
-pub fn dead_letter_sources<'a>(
-    queues: impl Iterator<Item = &'a Queue>,
-    name: &QueueName,
-) -> Vec<String> {
-    queues
-        .filter(|q| q.config().dead_letter_queue.as_ref() == Some(name))
-        .map(|q| q.name().to_string())
-        .collect()
+/// For each queue that is some queue's dead-letter queue, the queues that
+/// dead-letter into it (one pass over the configs).
+fn dead_letter_sources<'a>(
+    metas: impl Iterator<Item = &'a QueueMeta>,
+) -> BTreeMap<&'a QueueName, Vec<String>> {
+    let mut sources: BTreeMap<&QueueName, Vec<String>> = BTreeMap::new();
+    for meta in metas {
+        if let Some(target) = &meta.config.dead_letter_queue {
+            sources
+                .entry(target)
+                .or_default()
+                .push(meta.name.to_string());
+        }
+    }
+    sources
 }
 
-impl crate::queue::Queues {
+impl StateView {
+    /// Every queue's stats at `now` (at least the state's clock), in name
+    /// order. One pass over each queue's messages; meant to run on a view
+    /// taken from the state, so the apply path is never held while it runs.
+    pub fn stats(&self, now: Timestamp) -> Vec<QueueStats> {
+        let now = now.max(self.globals.clock);
+        let sources = dead_letter_sources(self.queues.iter().map(|q| &q.meta));
+        self.queues
+            .iter()
+            .map(|queue| {
+                let mut stats = of(queue, now);
+                stats.next_id = self.globals.next_id;
+                stats.dead_letter_source_of =
+                    sources.get(&queue.meta.name).cloned().unwrap_or_default();
+                stats
+            })
+            .collect()
+    }
+}
+
+/// One queue's stats, computed off the state's lock: take it with
+/// [`Queues::stats_view`], compute with [`QueueStatsView::stats`].
+#[derive(Clone, Debug)]
+pub struct QueueStatsView {
+    queue: QueueView,
+    clock: Timestamp,
+    next_id: u64,
+    sources: Vec<String>,
+}
+
+impl QueueStatsView {
+    /// The queue's stats at `now` (at least the state's clock when taken).
+    pub fn stats(&self, now: Timestamp) -> QueueStats {
+        let mut stats = of(&self.queue, now.max(self.clock));
+        stats.next_id = self.next_id;
+        stats.dead_letter_source_of = self.sources.clone();
+        stats
+    }
+}
+
+impl Queues {
     /// A queue's stats at `now` (a read: it changes nothing).
     pub fn stats(&self, name: &QueueName, now: Timestamp) -> Result<QueueStats, crate::Refusal> {
+        Ok(self.stats_view(name)?.stats(now))
+    }
+
+    /// What [`Queues::stats`] needs of one queue, cheap to take (the message
+    /// map is shared): take it under the state's lock, compute after.
+    pub fn stats_view(&self, name: &QueueName) -> Result<QueueStatsView, crate::Refusal> {
         let queue = self.lookup(name)?;
-        let mut stats = of(queue, now.max(self.clock()));
-        stats.next_id = self.next_id();
-        stats.dead_letter_source_of = dead_letter_sources(self.iter(), name);
-        Ok(stats)
+        Ok(QueueStatsView {
+            queue: queue.view(),
+            clock: self.clock(),
+            next_id: self.next_id(),
+            sources: self
+                .iter()
+                .filter(|q| q.config().dead_letter_queue.as_ref() == Some(name))
+                .map(|q| q.name().to_string())
+                .collect(),
+        })
     }
 }
