@@ -192,3 +192,81 @@ async fn a_consumer_dropped_with_unread_messages_releases_them() {
     );
     cluster.shutdown().await;
 }
+
+/// Found in the field: with 100 consumers long-polling one queue, each new
+/// message cost ~100 receive entries, all but one empty. One ready message
+/// must wake one receive proposal (plus the odd one that races it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_ready_message_makes_one_receive_entry_however_many_consumers_wait() {
+    const WAITERS: usize = 50;
+    const MESSAGES: usize = 5;
+    let cluster = TestCluster::start(3).await;
+    let leader = cluster.wait_for_leader().await;
+    let client = cluster.client();
+    client
+        .create_queue("jobs", Default::default())
+        .await
+        .expect("create");
+    let counted = |result: &str| {
+        cluster
+            .node(leader)
+            .node
+            .metrics
+            .receives_proposed
+            .with_label_values(&[result])
+            .get()
+    };
+
+    let (got_tx, mut got_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut waiters = Vec::new();
+    for _ in 0..WAITERS {
+        let (client, got_tx) = (client.clone(), got_tx.clone());
+        waiters.push(tokio::spawn(async move {
+            let got = client
+                .receive(
+                    "jobs",
+                    ReceiveOptions {
+                        max: 1,
+                        wait: Duration::from_secs(20),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .expect("receive");
+            let _ = got_tx.send(got.len());
+        }));
+    }
+    // Let every receive reach the leader and park (nothing is ready).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        counted("empty") + counted("leased"),
+        0,
+        "no receive proposed while nothing is ready"
+    );
+
+    for i in 0..MESSAGES {
+        client
+            .enqueue_one("jobs", Message::new(format!("m{i}")))
+            .await
+            .expect("enqueue");
+        // One message at a time: each must reach exactly one waiter.
+        let got = tokio::time::timeout(Duration::from_secs(10), got_rx.recv())
+            .await
+            .expect("a waiter receives the message")
+            .expect("waiters alive");
+        assert_eq!(got, 1);
+    }
+    let (leased, empty) = (counted("leased"), counted("empty"));
+    println!(
+        "{MESSAGES} messages, {WAITERS} waiters: {leased} receive entries leased, {empty} empty"
+    );
+    assert_eq!(leased, MESSAGES as u64);
+    assert!(
+        empty <= MESSAGES as u64,
+        "{empty} empty receive entries for {MESSAGES} messages and {WAITERS} waiters"
+    );
+    for waiter in waiters {
+        waiter.abort();
+    }
+    cluster.shutdown().await;
+}

@@ -25,7 +25,9 @@ enum Command {
     Queue(commands::queue::QueueArgs),
     /// Enqueue messages: a BODY, --file, or one message per line of stdin.
     Send(commands::queue::SendArgs),
-    /// Receive (lease) messages and print them; --ack acks them too.
+    /// Receive (lease) messages and print them, one per line: id, delivery
+    /// count, receipt and body (control characters and bytes that are not
+    /// UTF-8 escaped; --json for the exact bytes); --ack acks them too.
     Recv(commands::queue::RecvArgs),
     /// Ack messages by receipt.
     Ack(commands::queue::AckArgs),

@@ -121,8 +121,28 @@ pub fn delivery_line(d: &pb::Delivery) -> String {
         d.id,
         d.delivery_count,
         d.receipt,
-        String::from_utf8_lossy(&d.body)
+        printable(&d.body)
     )
+}
+
+/// A body as one line of text: valid UTF-8 as it is, with control
+/// characters (newlines, tabs, escape sequences) escaped; bytes that are not
+/// UTF-8 as `\xNN`. `--json` gives the exact bytes (hex when binary).
+pub fn printable(body: &[u8]) -> String {
+    let mut out = String::with_capacity(body.len());
+    for chunk in body.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c.is_control() {
+                out.extend(c.escape_default());
+            } else {
+                out.push(c);
+            }
+        }
+        for byte in chunk.invalid() {
+            out.push_str(&format!("\\x{byte:02x}"));
+        }
+    }
+    out
 }
 
 /// Cluster status as JSON; the leader's id is `leader`.

@@ -77,6 +77,44 @@ fn queue_update_changes_only_the_options_it_names_and_purge_forgets_dedup_ids() 
         .cli(&["queue", "update", "jobs", "--reset", "no-such-option"])
         .expect_refusal(&["no-such-option"]);
 
+    phase("an option reset twice resets once; an update that changes nothing is refused");
+    cluster
+        .cli(&[
+            "queue",
+            "update",
+            "jobs",
+            "--reset",
+            "max-deliveries",
+            "--reset",
+            "max-deliveries",
+        ])
+        .expect_ok();
+    cluster
+        .cli(&["queue", "update", "jobs"])
+        .expect_refusal(&["changes nothing"]);
+    cluster
+        .cli(&["queue", "update", "jobs", "--visibility-timeout", "0s"])
+        .expect_refusal(&["--visibility-timeout"]);
+
+    phase("recv refuses a wrong --max or --visibility even when nothing is ready");
+    cluster.cli(&["queue", "create", "empty"]).expect_ok();
+    cluster
+        .cli(&["recv", "empty", "--max", "0"])
+        .expect_refusal(&["0"]);
+    cluster
+        .cli(&["recv", "empty", "--visibility", "0s"])
+        .expect_refusal(&["visibility", "--visibility"]);
+
+    phase("recv escapes control characters of a body to keep one line per message");
+    cluster
+        .cli(&["send", "empty", "a\u{1b}[31mred\tb"])
+        .expect_ok();
+    let run = cluster.cli(&["recv", "empty"]).expect_ok();
+    assert!(
+        run.stdout.contains("a\\u{1b}[31mred\\tb") && !run.stdout.contains('\u{1b}'),
+        "escaped:\n{run}"
+    );
+
     phase("send with a dedup id, purge, send a fixed job under the same id");
     cluster
         .cli(&["queue", "create", "p", "--retry-backoff-min", "0s"])

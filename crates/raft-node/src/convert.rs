@@ -83,7 +83,8 @@ pub const CONFIG_FIELDS: [&str; 14] = [
 
 /// An update from the wire: the fields set in `config` change; those named
 /// in `reset` go back to their defaults (the optional settings are removed).
-/// An unknown name, or a field both set and reset, is refused by name.
+/// An unknown name, or a field both set and reset, is refused by name; a
+/// name given twice resets once; an update that changes nothing is refused.
 pub fn patch_from_pb(
     config: Option<pb::QueueConfig>,
     reset: &[String],
@@ -109,7 +110,11 @@ pub fn patch_from_pb(
         max_delay_ms: c.max_delay_ms,
         dedup_window_ms: c.dedup_window_ms,
     };
+    let mut seen = std::collections::BTreeSet::new();
     for name in reset {
+        if !seen.insert(name.as_str()) {
+            continue; // Named twice: one reset.
+        }
         let set = match name.as_str() {
             "visibility_timeout_ms" => patch
                 .visibility_timeout_ms
@@ -149,6 +154,12 @@ pub fn patch_from_pb(
                 "{name} is both set and reset in one update: do one or the other"
             )));
         }
+    }
+    if patch == QueueConfigPatch::default() {
+        return Err(Error::InvalidArgument(format!(
+            "the update changes nothing: set at least one option or name one to reset ({})",
+            CONFIG_FIELDS.join(", ")
+        )));
     }
     Ok(patch)
 }

@@ -17,6 +17,9 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     /// Request latency by operation, seconds.
     pub request_seconds: HistogramVec,
+    /// Receive entries the leader proposed, by whether they leased a
+    /// message (`leased`) or none (`empty`; SQS's NumberOfEmptyReceives).
+    pub receives_proposed: IntCounterVec,
     /// Commands folded into each proposed Raft entry.
     pub proposal_batch_commands: Histogram,
     /// Where a write's time goes, by stage (see `propose.rs`).
@@ -67,6 +70,14 @@ impl Metrics {
                 HistogramVec::new(
                     HistogramOpts::new("raftq_request_seconds", "Request latency by operation").buckets(latency_buckets),
                     &["op"],
+                )
+                .expect("valid metric"),
+            ),
+            receives_proposed: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new("raftq_receives_proposed_total", "Receive entries proposed, by result (leased, empty)"),
+                    &["result"],
                 )
                 .expect("valid metric"),
             ),

@@ -82,6 +82,9 @@ pub struct Node {
     pub disk: Arc<DiskMonitor>,
     /// Held across a membership change: this node makes one at a time.
     pub membership_change: tokio::sync::Mutex<()>,
+    /// Ready messages already claimed by receives being proposed, per queue:
+    /// one ready message wakes one long-polling receiver, not all of them.
+    pub receive_claims: crate::wait::Claims,
     /// Set when the node cannot go on (its storage failed or hangs);
     /// [`NodeHandle::wait`] returns the reason as an error.
     fatal: watch::Sender<Option<String>>,
@@ -187,6 +190,7 @@ impl Node {
             id: config.id,
             forwarder: Forwarder::new(config.id, raft.clone(), channels),
             membership_change: tokio::sync::Mutex::new(()),
+            receive_claims: Default::default(),
             config,
             raft,
             state,

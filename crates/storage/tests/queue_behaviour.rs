@@ -1109,6 +1109,45 @@ fn a_dead_letter_queue_in_use_cannot_be_deleted() {
     );
 }
 
+/// Found by review: two queues that were each other's dead-letter queue
+/// could not be deleted (each was "in use" by the other).
+#[test]
+fn a_dead_letter_cycle_is_refused_by_name_and_changes_nothing() {
+    let mut s = Story::with_queue("a", config());
+    s.create(
+        "b",
+        QueueConfig {
+            dead_letter_queue: Some("a".into()),
+            ..config()
+        },
+    );
+    s.create(
+        "c",
+        QueueConfig {
+            dead_letter_queue: Some("b".into()),
+            ..config()
+        },
+    );
+    let refusal = s.refused(Command::UpdateQueue {
+        name: "a".into(),
+        patch: QueueConfigPatch {
+            dead_letter_queue: Some(Some("c".into())),
+            ..Default::default()
+        },
+    });
+    assert!(
+        refusal.to_string().contains("a -> c -> b -> a"),
+        "names the cycle: {refusal}"
+    );
+    assert_eq!(s.stats("a").config.and_then(|c| c.dead_letter_queue), None);
+    for name in ["c", "b", "a"] {
+        assert_eq!(
+            s.apply(Command::DeleteQueue { name: name.into() }),
+            Response::QueueDeleted { messages: 0 }
+        );
+    }
+}
+
 #[test]
 fn creating_a_queue_again_with_the_same_config_is_a_no_op() {
     let mut s = Story::with_queue("q", config());

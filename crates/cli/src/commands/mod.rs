@@ -45,14 +45,50 @@ pub fn explain(err: raftq_client::Error, cluster: &str) -> anyhow::Error {
     }
 }
 
+/// Queue and receive options as the API names them (and the server's
+/// messages do), with the CLI flag that sets each.
+const CONFIG_FLAGS: [(&str, &str); 15] = [
+    ("visibility_timeout_ms", "visibility-timeout"),
+    ("retry_backoff_min_ms", "retry-backoff-min"),
+    ("retry_backoff_max_ms", "retry-backoff-max"),
+    ("max_message_bytes", "max-message-bytes"),
+    ("dead_letter_queue", "dead-letter-queue"),
+    ("default_delay_ms", "default-delay"),
+    ("dedup_window_ms", "dedup-window"),
+    ("max_deliveries", "max-deliveries"),
+    ("message_ttl_ms", "message-ttl"),
+    ("max_delay_ms", "max-delay"),
+    ("retention_ms", "retention"),
+    ("max_length", "max-length"),
+    ("max_bytes", "max-bytes"),
+    ("overflow", "overflow"),
+    ("visibility_ms", "visibility"),
+];
+
 /// What to do about an error, when there is something to say.
 pub fn hint(err: &raftq_client::Error, cluster: &str) -> Option<String> {
     use raftq_client::Code;
     let message = err.message.as_str();
     Some(match err.code {
+        Code::Unavailable if message.contains("takes no part") => format!(
+            "the node that answered takes no part in the cluster (see the note in `raftq cluster status --cluster {cluster}`); name other nodes in --cluster"
+        ),
+        Code::Unavailable | Code::DeadlineExceeded if message.contains("did not answer") => format!(
+            "a node of {cluster} accepted the connection but did not answer (paused, overloaded or hung?); the client tries the others next, or name other nodes in --cluster"
+        ),
         Code::Unavailable | Code::DeadlineExceeded => format!(
             "no node of {cluster} answered as or through a leader; is the cluster running (`raftq dev`, `raftq cluster status`)?"
         ),
+        Code::InvalidArgument | Code::OutOfRange | Code::FailedPrecondition
+            if CONFIG_FLAGS.iter().any(|(field, _)| message.contains(field)) =>
+        {
+            let named: Vec<String> = CONFIG_FLAGS
+                .iter()
+                .filter(|(field, _)| message.contains(field))
+                .map(|(field, flag)| format!("{field} is --{flag}"))
+                .collect();
+            format!("on the command line, {}", named.join(", "))
+        }
         Code::NotFound if message.contains("queue") => {
             "create it with `raftq queue create NAME`".to_string()
         }

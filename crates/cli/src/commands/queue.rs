@@ -298,6 +298,7 @@ pub struct SendArgs {
 /// Runs `raftq send`.
 pub async fn run_send(args: SendArgs) -> anyhow::Result<()> {
     let client = args.client.client()?;
+    let from_stdin = args.body.is_none() && args.file.is_none();
     let bodies: Vec<Vec<u8>> = match (&args.body, &args.file) {
         (Some(body), _) => vec![body.clone().into_bytes()],
         (None, Some(path)) => vec![std::fs::read(path)
@@ -333,7 +334,7 @@ pub async fn run_send(args: SendArgs) -> anyhow::Result<()> {
         .enqueue(&args.queue, messages)
         .await
         .map_err(|err| explain(err, &args.client.cluster))?;
-    for result in results {
+    for (index, result) in results.into_iter().enumerate() {
         match result {
             Ok(enqueued) if args.client.json => {
                 output::print_json(&json!({ "id": enqueued.id, "duplicate": enqueued.duplicate }))
@@ -342,6 +343,10 @@ pub async fn run_send(args: SendArgs) -> anyhow::Result<()> {
                 println!("{} (duplicate: already enqueued)", enqueued.id)
             }
             Ok(enqueued) => println!("{}", enqueued.id),
+            Err(err) if from_stdin => {
+                failed += 1;
+                eprintln!("line {}: refused: {}", index + 1, err.message);
+            }
             Err(err) => {
                 failed += 1;
                 eprintln!("refused: {}", err.message);
@@ -360,7 +365,7 @@ pub struct RecvArgs {
     /// The queue.
     queue: String,
     /// Most messages (1 to 100).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
     max: u32,
     /// Wait up to this long for a message (at most 20s).
     #[arg(long, value_parser = duration::parse, default_value = "0s")]
@@ -375,7 +380,8 @@ pub struct RecvArgs {
     client: ClientArgs,
 }
 
-/// Runs `raftq recv`: prints `id<TAB>delivery-count<TAB>receipt<TAB>body` per message.
+/// Runs `raftq recv`: prints `id<TAB>delivery-count<TAB>receipt<TAB>body` per
+/// message, the body escaped to one line ([`output::printable`]).
 pub async fn run_recv(args: RecvArgs) -> anyhow::Result<()> {
     let client = args.client.client()?;
     let fail = |err| explain(err, &args.client.cluster);

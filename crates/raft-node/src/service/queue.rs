@@ -264,6 +264,13 @@ impl QueueService for QueueApi {
                                 .sum::<usize>()
                     })
                     .sum();
+                if bytes > MAX_ENQUEUE_BYTES && req.messages.len() == 1 {
+                    return Err(Error::TooLarge(format!(
+                        "a message is at most {MAX_ENQUEUE_BYTES} bytes (body and attributes; the \
+                         largest max_message_bytes a queue may set), not {bytes}: store large \
+                         payloads elsewhere and send a reference"
+                    )));
+                }
                 if bytes > MAX_ENQUEUE_BYTES {
                     return Err(Error::TooLarge(format!(
                         "an enqueue carries at most {MAX_ENQUEUE_BYTES} bytes of messages, not {bytes}: send fewer per request"

@@ -88,7 +88,8 @@ pub fn purge(queues: &mut Queues, name: QueueName, now: Timestamp) -> Response {
     }
 }
 
-/// Validates a config, including that its dead-letter queue exists.
+/// Validates a config, including that its dead-letter queue exists and
+/// does not lead back to this queue.
 fn check_config(queues: &Queues, name: &QueueName, config: &QueueConfig) -> Result<(), Refusal> {
     name.validate()?;
     config.validate(name)?;
@@ -98,6 +99,29 @@ fn check_config(queues: &Queues, name: &QueueName, config: &QueueConfig) -> Resu
                 "dead_letter_queue {:?} does not exist: create it first",
                 dlq.as_str()
             )));
+        }
+        // Follow the chain: it must not lead back here (A -> B -> A would
+        // pass dead letters around forever, and neither could be deleted).
+        let mut chain = vec![name.as_str(), dlq.as_str()];
+        let mut next = queues
+            .get(dlq)
+            .and_then(|q| q.config().dead_letter_queue.as_ref());
+        while let Some(queue) = next {
+            chain.push(queue.as_str());
+            if queue == name {
+                return Err(Refusal::InvalidArgument(format!(
+                    "dead_letter_queue {:?} would make a cycle ({}): a dead-letter queue must \
+                     not dead-letter back into the queues that feed it",
+                    dlq.as_str(),
+                    chain.join(" -> ")
+                )));
+            }
+            if chain.len() > queues.len() + 1 {
+                break; // An older cycle that does not pass through here.
+            }
+            next = queues
+                .get(queue)
+                .and_then(|q| q.config().dead_letter_queue.as_ref());
         }
     }
     Ok(())

@@ -468,6 +468,24 @@ impl Queue {
 }
 
 impl Queue {
+    /// About how many messages a receive at `now` could lease, counting at
+    /// most `cap`: the ready ones plus those whose time came since the queue
+    /// was last brought up to date (a message waiting behind its group's
+    /// head may be counted; never one that could not be leased otherwise).
+    pub fn ready_now(&self, now: Timestamp, cap: u64) -> u64 {
+        let ready = self.ready.len() as u64;
+        if ready >= cap {
+            return cap;
+        }
+        let due = self
+            .timers
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .take((cap - ready) as usize)
+            .count() as u64;
+        ready + due
+    }
+
     /// When a receive could next find a message: `Some(t)` with `t <= now`
     /// when one may be ready now, the next message's `visible_at` when all are
     /// waiting, `None` when the queue holds nothing deliverable. A read for

@@ -263,6 +263,16 @@ impl Queues {
         self.queues.get(name)
     }
 
+    /// How many queues there are.
+    pub fn len(&self) -> usize {
+        self.queues.len()
+    }
+
+    /// Whether there is no queue.
+    pub fn is_empty(&self) -> bool {
+        self.queues.is_empty()
+    }
+
     /// All queues in name order.
     pub fn iter(&self) -> impl Iterator<Item = &Queue> {
         self.queues.values()

@@ -108,7 +108,10 @@ pub fn apply(queues: &mut Queues, spec: Spec, now: Timestamp) -> Response {
     }
 }
 
-fn check(spec: &Spec) -> Result<(), Refusal> {
+/// Checks a receive's arguments (max, visibility, max_bytes, consumer)
+/// without looking at the queue, so a wrong one is refused whether or not a
+/// message is ready.
+pub fn check(spec: &Spec) -> Result<(), Refusal> {
     if !(1..=MAX_RECEIVE).contains(&spec.max) {
         return Err(Refusal::InvalidArgument(format!(
             "max must be 1 to {MAX_RECEIVE}, not {}",
