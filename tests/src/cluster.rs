@@ -38,6 +38,10 @@ pub struct Settings {
     pub http: bool,
     /// Every node's `max_clock_skew_ms` (0 turns the clock check off).
     pub max_clock_skew_ms: u64,
+    /// Every node's queue state memory budget (`None`: the default).
+    pub max_state_memory_bytes: Option<u64>,
+    /// Every node's proposal queue bound, bytes.
+    pub proposal_queue_bytes: usize,
 }
 
 impl Default for Settings {
@@ -47,6 +51,8 @@ impl Default for Settings {
             log_kept_behind_snapshot: 2_000,
             http: false,
             max_clock_skew_ms: NodeConfig::default().max_clock_skew_ms,
+            max_state_memory_bytes: None,
+            proposal_queue_bytes: NodeConfig::default().proposal_queue_bytes,
         }
     }
 }
@@ -63,6 +69,8 @@ fn base_config(id: u64, addr: SocketAddr, dir: PathBuf, settings: &Settings) -> 
         log_kept_behind_snapshot: settings.log_kept_behind_snapshot,
         http_listen: settings.http.then(|| SocketAddr::from(([127, 0, 0, 1], 0))),
         max_clock_skew_ms: settings.max_clock_skew_ms,
+        max_state_memory_bytes: settings.max_state_memory_bytes,
+        proposal_queue_bytes: settings.proposal_queue_bytes,
         ..NodeConfig::default()
     }
 }

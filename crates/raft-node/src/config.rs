@@ -64,6 +64,15 @@ pub struct NodeConfig {
     /// How far (ms) this node's wall clock may be from its peers' before it
     /// may not lead (voters refuse it, a leader steps aside). 0: no limit.
     pub max_clock_skew_ms: u64,
+    /// Bytes of memory the queue state may use before enqueues are refused
+    /// (`RESOURCE_EXHAUSTED`). `None`: 40% of the machine's memory (or of
+    /// the cgroup's limit); 0: no limit. See [`crate::memory`].
+    pub max_state_memory_bytes: Option<u64>,
+    /// Payload bytes of writes that may wait for a proposal slot on the
+    /// leader; a write that finds the queue full is refused with
+    /// `UNAVAILABLE` (overloaded) so clients back off. See
+    /// [`crate::propose`].
+    pub proposal_queue_bytes: usize,
     /// Shifts this node's wall clock by this many ms: fault injection for
     /// failover drills and tests (a clock that is wrong), never for use in
     /// production.
@@ -90,6 +99,8 @@ impl Default for NodeConfig {
             max_inflight_proposals: 4,
             min_free_disk_bytes: None,
             max_clock_skew_ms: 2_000,
+            max_state_memory_bytes: None,
+            proposal_queue_bytes: crate::propose::PROPOSAL_QUEUE_BYTES,
             clock_offset_ms: 0,
         }
     }
@@ -167,6 +178,17 @@ impl NodeConfig {
         }
         if self.max_inflight_proposals == 0 || self.max_inflight_proposals > 64 {
             return bad("max_inflight_proposals must be 1 to 64".into());
+        }
+        if self.proposal_queue_bytes < self.max_batch_bytes {
+            return bad(format!(
+                "proposal_queue_bytes ({}) must be at least max_batch_bytes ({})",
+                self.proposal_queue_bytes, self.max_batch_bytes
+            ));
+        }
+        if let Some(bytes @ 1..=0xF_FFFF) = self.max_state_memory_bytes {
+            return bad(format!(
+                "max_state_memory_bytes must be 0 (no limit) or at least 1 MiB (1048576), not {bytes}"
+            ));
         }
         Ok(())
     }
@@ -247,6 +269,10 @@ pub struct ServeArgs {
     /// enqueues (default: 1 GiB, or 5% of a smaller disk; 0: no alarm).
     #[arg(long, env = "RAFTQ_MIN_FREE_DISK_BYTES")]
     pub min_free_disk_bytes: Option<u64>,
+    /// Bytes of memory the queue state may use; past it enqueues are refused
+    /// (default: 40% of the machine's or cgroup's memory; 0: no limit).
+    #[arg(long, env = "RAFTQ_MAX_STATE_MEMORY_BYTES")]
+    pub max_state_memory_bytes: Option<u64>,
     /// How far (ms) this node's clock may be from its peers' before it may
     /// not lead (default 2000; 0: no limit).
     #[arg(long, env = "RAFTQ_MAX_CLOCK_SKEW_MS")]
@@ -286,6 +312,8 @@ struct FileConfig {
     max_inflight_proposals: Option<usize>,
     min_free_disk_bytes: Option<u64>,
     max_clock_skew_ms: Option<u64>,
+    max_state_memory_bytes: Option<u64>,
+    proposal_queue_bytes: Option<usize>,
 }
 
 impl ServeArgs {
@@ -358,6 +386,12 @@ impl ServeArgs {
                 .max_clock_skew_ms
                 .or(file.max_clock_skew_ms)
                 .unwrap_or(defaults.max_clock_skew_ms),
+            max_state_memory_bytes: self
+                .max_state_memory_bytes
+                .or(file.max_state_memory_bytes),
+            proposal_queue_bytes: file
+                .proposal_queue_bytes
+                .unwrap_or(defaults.proposal_queue_bytes),
             clock_offset_ms: self.clock_offset_ms.unwrap_or(defaults.clock_offset_ms),
         };
         config.validate()?;

@@ -28,6 +28,9 @@ pub enum Error {
     /// A data disk is below its free-space limit: enqueues are refused.
     #[error("disk alarm: {0}")]
     DiskAlarm(String),
+    /// The queue state is at its memory budget: enqueues are refused.
+    #[error("memory alarm: {0}")]
+    MemoryAlarm(String),
     /// No leader or no quorum now; retry.
     #[error("unavailable: {0}; retry")]
     Unavailable(String),

@@ -167,11 +167,26 @@ impl Identity {
     pub fn observe_record(&self, record: &ClusterRecord, applied: u64) {
         let current = self.record.read().expect("identity lock is never poisoned");
         if &*current != record {
+            // A node the record forgot (it left the membership) is
+            // registered again only from what it says after that, never
+            // from what an earlier log under its id said.
+            let forgotten: Vec<NodeId> = current
+                .incarnations
+                .keys()
+                .filter(|node| record.incarnation(**node).is_none())
+                .copied()
+                .collect();
             drop(current);
             *self
                 .record
                 .write()
                 .expect("identity lock is never poisoned") = record.clone();
+            if !forgotten.is_empty() {
+                let mut observed = self.observed.lock().expect("identity lock is never poisoned");
+                for node in forgotten {
+                    observed.remove(&node);
+                }
+            }
         }
         // After the record: a reader may pair the new record with the old
         // index, which only makes it judge fewer peers.
@@ -196,9 +211,9 @@ impl Identity {
     /// ours): same cluster, the source's incarnation as registered (when
     /// this node's record is at least as new as the source's, applied up to
     /// `source_record_index`), and this node as the source registered it
-    /// (when the source's record is at least as new as this node's). A
-    /// message that passes records the source's incarnation for
-    /// registration by the leader.
+    /// (when the source's record is at least as new as this node's). The
+    /// source's incarnation is remembered, passed or not, for the leader to
+    /// register once the id is a member without one.
     pub fn check(
         &self,
         source: NodeId,
@@ -220,6 +235,14 @@ impl Identity {
                     ),
                 });
             }
+        }
+        if source_incarnation != 0 {
+            // The latest log heard under this id, refused or not: what the
+            // leader registers once the id is a member again.
+            self.observed
+                .lock()
+                .expect("identity lock is never poisoned")
+                .insert(source, source_incarnation);
         }
         if let Some(known) = record
             .incarnation(source)
@@ -250,12 +273,6 @@ impl Identity {
                     self.id, self.incarnation, self.id, self.id, self.id
                 ),
             });
-        }
-        if source_incarnation != 0 {
-            self.observed
-                .lock()
-                .expect("identity lock is never poisoned")
-                .insert(source, source_incarnation);
         }
         Ok(())
     }
@@ -357,6 +374,21 @@ mod tests {
         );
         assert_eq!(me.check(3, 7, 33, 0, 50), Ok(()), "not registered yet");
         assert_eq!(me.unregistered(), vec![(3, 33)]);
+    }
+
+    /// Found by the drill: a node removed and added back was registered
+    /// under the incarnation heard from it before it lost its data.
+    #[test]
+    fn a_re_added_node_is_registered_by_the_log_it_speaks_for_now() {
+        let me = Identity::new(1, 11);
+        me.observe_record(&registered(&[(1, 11), (2, 22)]), 50);
+        assert_eq!(me.check(2, 7, 22, 11, 50), Ok(()));
+        // Node 2 is wiped and speaks for a new log: refused, but heard.
+        assert!(me.check(2, 7, 23, 0, 0).is_err());
+        me.observe_record(&registered(&[(1, 11)]), 60);
+        assert_eq!(me.unregistered(), vec![], "nothing heard since it left");
+        assert_eq!(me.check(2, 7, 23, 0, 0), Ok(()));
+        assert_eq!(me.unregistered(), vec![(2, 23)]);
     }
 
     #[test]

@@ -8,12 +8,14 @@
 //!    [`service::call`] routes it: a follower forwards it to the leader
 //!    ([`forward`]) and returns the answer with the leader in the metadata;
 //! 2. on the leader it is checked against the disk alarm ([`disk`]: no
-//!    enqueue while a voter's disk is low), becomes a `Command::Enqueue`
+//!    enqueue while a voter's disk is low) and the [`memory`] budget of the
+//!    queue state, becomes a `Command::Enqueue`
 //!    stamped by the leader's [`clock`] (the state's time carried forward;
 //!    refused while this node's clock is far from its voters') and goes to
 //!    the [`propose`]r, which folds it with concurrent requests into one
 //!    `Command::Batch` entry (bounded by count and bytes) and calls openraft's
-//!    `client_write`;
+//!    `client_write` (a full proposal queue refuses it: the leader is
+//!    overloaded, the client backs off);
 //! 3. openraft appends the entry to the sled log (`raftq_storage::log_store`,
 //!    group-committed fsync) and sends it to the followers over [`network`]
 //!    (appends bounded by an adaptive byte budget); every message carries the
@@ -26,10 +28,12 @@
 //!
 //! A **receive** takes the same road; when nothing is ready and the request
 //! may wait, [`wait`] sleeps on the applied state instead of writing to the
-//! log. A **consume** stream receives in a loop, leasing no more than it can
+//! log, and one ready message wakes one waiter. A **consume** stream receives in a loop, leasing no more than it can
 //! soon send, and releases what it could not send when it ends. **Ack**,
 //! nack, extend and release take the same road as enqueue. **Reads**
-//! (list, get) pass [`read::barrier`] (read-index) on the leader. The
+//! (list, get) pass [`read::barrier`] (read-index) on the leader and are
+//! computed from a point-in-time view of the state, off its lock, as are
+//! `/metrics` and the status digest. The
 //! [`ticker`] proposes housekeeping ticks and registers members' log
 //! incarnations, [`bootstrap`] forms the cluster on first start, [`metrics`]
 //! and [`service::http`] expose the node. A storage failure or hang stops
@@ -43,6 +47,7 @@ pub mod disk;
 pub mod error;
 pub mod forward;
 pub mod identity;
+pub mod memory;
 pub mod metrics;
 pub mod network;
 pub mod node;

@@ -17,6 +17,8 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     /// Request latency by operation, seconds.
     pub request_seconds: HistogramVec,
+    /// The queue state's memory: `used` (estimate) and `budget` bytes.
+    pub state_memory: IntGaugeVec,
     /// Receive entries the leader proposed, by whether they leased a
     /// message (`leased`) or none (`empty`; SQS's NumberOfEmptyReceives).
     pub receives_proposed: IntCounterVec,
@@ -70,6 +72,17 @@ impl Metrics {
                 HistogramVec::new(
                     HistogramOpts::new("raftq_request_seconds", "Request latency by operation").buckets(latency_buckets),
                     &["op"],
+                )
+                .expect("valid metric"),
+            ),
+            state_memory: register(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "raftq_state_memory_bytes",
+                        "Memory of the queue state: used (estimate) and budget (0: none); enqueues are refused at the budget",
+                    ),
+                    &["kind"],
                 )
                 .expect("valid metric"),
             ),
@@ -248,6 +261,12 @@ impl Metrics {
                 }
             }
         }
+        self.state_memory
+            .with_label_values(&["used"])
+            .set(node.memory.used() as i64);
+        self.state_memory
+            .with_label_values(&["budget"])
+            .set(node.memory.limit() as i64);
         let m = node.raft.metrics().borrow().clone();
         let index = |id: Option<openraft::LogId<u64>>| id.map_or(0, |id| id.index) as i64;
         for (field, value) in [

@@ -7,7 +7,8 @@
 //!   ([`raftq_storage::codec`]); every message names its target node id, and
 //!   a node refuses traffic meant for another.
 //! - Every call has a timeout (openraft's `hard_ttl` for append and vote,
-//!   [`SNAPSHOT_CHUNK_TIMEOUT`] for snapshot chunks). A peer that cannot be
+//!   [`snapshot_chunk_timeout`] for snapshot chunks: 10 s, and for the last
+//!   chunk, which loads the whole snapshot, more by the snapshot's size). A peer that cannot be
 //!   reached is reported as `Unreachable`, so openraft backs off instead of
 //!   retrying in a tight loop.
 //! - An append is bounded by bytes as well as entries: one whose encoding
@@ -52,8 +53,25 @@ use crate::clock::Clock;
 use crate::disk::DiskMonitor;
 use crate::identity::{Identity, RefusalKind, Refused};
 
-/// Timeout of one snapshot chunk RPC.
+/// Timeout of one snapshot chunk RPC (a chunk is at most 4 MiB).
 pub const SNAPSHOT_CHUNK_TIMEOUT: Duration = Duration::from_secs(10);
+/// The last chunk also loads the whole snapshot on the receiver (decode and
+/// rebuild the queues: ~2 s per million messages here); its timeout grows by
+/// this much per MiB received, up to [`SNAPSHOT_INSTALL_MAX_TIMEOUT`].
+pub const SNAPSHOT_INSTALL_TIMEOUT_PER_MIB: Duration = Duration::from_millis(100);
+/// Longest a last snapshot chunk may take.
+pub const SNAPSHOT_INSTALL_MAX_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The timeout of a snapshot chunk at byte `offset` of `len` bytes, the
+/// last one when `done`.
+pub fn snapshot_chunk_timeout(offset: u64, len: usize, done: bool) -> Duration {
+    if !done {
+        return SNAPSHOT_CHUNK_TIMEOUT;
+    }
+    let mib = (offset + len as u64).div_ceil(1024 * 1024);
+    (SNAPSHOT_CHUNK_TIMEOUT + SNAPSHOT_INSTALL_TIMEOUT_PER_MIB * mib as u32)
+        .min(SNAPSHOT_INSTALL_MAX_TIMEOUT)
+}
 /// Largest encoded append request sent: a quarter of what a gRPC message may
 /// carry, and more than twice the largest entry (a proposal batch is at most
 /// `max_batch_bytes`, 8 MiB). A single entry always goes alone, whatever
@@ -431,8 +449,8 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: InstallSnapshotRequest<TypeConfig>,
         _option: RPCOption,
     ) -> RpcResult<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>> {
-        self.call(Kind::Snapshot, &rpc, SNAPSHOT_CHUNK_TIMEOUT)
-            .await
+        let timeout = snapshot_chunk_timeout(rpc.offset, rpc.data.len(), rpc.done);
+        self.call(Kind::Snapshot, &rpc, timeout).await
     }
 
     async fn vote(
@@ -447,6 +465,25 @@ impl RaftNetwork<TypeConfig> for PeerClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_last_snapshot_chunk_may_take_longer_the_larger_the_snapshot() {
+        assert_eq!(snapshot_chunk_timeout(0, 4 << 20, false), SNAPSHOT_CHUNK_TIMEOUT);
+        assert_eq!(
+            snapshot_chunk_timeout(1 << 30, 4 << 20, false),
+            SNAPSHOT_CHUNK_TIMEOUT,
+            "a middle chunk carries 4 MiB whatever the total"
+        );
+        assert_eq!(
+            snapshot_chunk_timeout(316 << 20, 4 << 20, true),
+            SNAPSHOT_CHUNK_TIMEOUT + Duration::from_secs(32),
+            "320 MiB (about a million 256-byte messages)"
+        );
+        assert_eq!(
+            snapshot_chunk_timeout(1 << 40, 0, true),
+            SNAPSHOT_INSTALL_MAX_TIMEOUT
+        );
+    }
 
     #[test]
     fn an_append_over_the_byte_limit_asks_for_fewer_entries() {

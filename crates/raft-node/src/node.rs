@@ -82,6 +82,8 @@ pub struct Node {
     pub disk: Arc<DiskMonitor>,
     /// Held across a membership change: this node makes one at a time.
     pub membership_change: tokio::sync::Mutex<()>,
+    /// The queue state's memory budget and last estimate.
+    pub memory: Arc<crate::memory::MemoryBudget>,
     /// Ready messages already claimed by receives being proposed, per queue:
     /// one ready message wakes one long-polling receiver, not all of them.
     pub receive_claims: crate::wait::Claims,
@@ -151,7 +153,9 @@ impl Node {
             heartbeat_interval: config.heartbeat_ms,
             election_timeout_min: config.election_timeout_min_ms,
             election_timeout_max: config.election_timeout_max_ms,
-            install_snapshot_timeout: 10_000,
+            // openraft's own bound on a snapshot chunk; ours, per chunk, is
+            // `network::snapshot_chunk_timeout` (the last one loads it all).
+            install_snapshot_timeout: crate::network::SNAPSHOT_INSTALL_MAX_TIMEOUT.as_millis() as u64,
             max_payload_entries: MAX_ENTRIES_PER_APPEND,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_after_entries),
             snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
@@ -176,6 +180,7 @@ impl Node {
             max_commands: config.max_batch_commands,
             max_bytes: config.max_batch_bytes,
             max_inflight: config.max_inflight_proposals,
+            queue_bytes: config.proposal_queue_bytes,
             stale_leader_ms: config.election_timeout_max_ms,
         };
         let proposer = Proposer::start(
@@ -191,6 +196,7 @@ impl Node {
             forwarder: Forwarder::new(config.id, raft.clone(), channels),
             membership_change: tokio::sync::Mutex::new(()),
             receive_claims: Default::default(),
+            memory: Arc::new(crate::memory::MemoryBudget::new(config.max_state_memory_bytes)),
             config,
             raft,
             state,
@@ -223,6 +229,7 @@ impl Node {
         };
         tasks.push(tokio::spawn(crate::ticker::run(node.clone())));
         tasks.push(tokio::spawn(watch_state(node.clone())));
+        tasks.push(tokio::spawn(watch_memory(node.clone())));
         tasks.push(tokio::spawn(watch_standing(node.clone())));
         tasks.push(tokio::spawn(watch_storage(node.clone())));
         let disk_node = node.clone();
@@ -315,6 +322,22 @@ async fn watch_state(node: Arc<Node>) {
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
         observe_state(&node.state, &node.clock, &node.identity);
+    }
+}
+
+/// Re-estimates the queue state's memory every
+/// [`crate::memory::MEMORY_CHECK_INTERVAL`] (one pass over the queues).
+async fn watch_memory(node: Arc<Node>) {
+    let mut interval = tokio::time::interval(crate::memory::MEMORY_CHECK_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut shutdown = node.shutdown_signal();
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        let used = node.state.read().queues.memory_estimate();
+        node.memory.set_used(used);
     }
 }
 

@@ -12,13 +12,19 @@
 //! request that would take it over waits for the next batch. Raft entries
 //! are thus bounded, and so are the append requests that carry them.
 //!
-//! The queue of waiting requests is bounded ([`PROPOSAL_QUEUE_CAPACITY`]);
-//! callers wait for room when it is full, which pushes back on clients.
+//! The queue of waiting requests is bounded, in requests
+//! ([`PROPOSAL_QUEUE_CAPACITY`]) and in bytes (`proposal_queue_bytes`,
+//! [`PROPOSAL_QUEUE_BYTES`] by default): a
+//! request that finds it full is refused at once with `UNAVAILABLE` ("the
+//! leader is overloaded"), which clients retry with backoff, so requests
+//! arriving faster than the cluster commits are pushed back instead of
+//! queueing for ever (latency stays bounded; memory too).
 //!
 //! Nothing is proposed while this node's clock is too far from its voters'
 //! for it to lead ([`crate::clock`]): every request is refused with
 //! `UNAVAILABLE` so clients find the next leader.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,6 +41,10 @@ use crate::metrics::Metrics;
 
 /// Requests that may wait for a proposal slot.
 pub const PROPOSAL_QUEUE_CAPACITY: usize = 16 * 1024;
+/// Payload bytes that may wait for a proposal slot by default (16 full
+/// batches of the default `max_batch_bytes`; `proposal_queue_bytes`); one
+/// request alone always fits.
+pub const PROPOSAL_QUEUE_BYTES: usize = 64 * 1024 * 1024;
 
 /// Bytes a command counts for against `max_batch_bytes`, roughly its encoded size.
 fn weight(command: &Command) -> usize {
@@ -70,6 +80,8 @@ pub struct BatchLimits {
     pub max_bytes: usize,
     /// Most entries being committed at once.
     pub max_inflight: usize,
+    /// Most payload bytes waiting for a proposal slot.
+    pub queue_bytes: usize,
     /// A leader that has not heard from a majority for longer than this
     /// (ms) refuses new writes and gives up waiting on those in flight, so
     /// clients go and find the new leader (openraft 0.9 keeps a cut-off
@@ -81,6 +93,10 @@ pub struct BatchLimits {
 #[derive(Clone)]
 pub struct Proposer {
     tx: mpsc::Sender<Proposal>,
+    /// Payload bytes of the requests waiting in `tx`.
+    waiting: Arc<AtomicUsize>,
+    /// The most `waiting` may reach.
+    queue_bytes: usize,
 }
 
 impl Proposer {
@@ -94,33 +110,89 @@ impl Proposer {
         timings: Arc<Timings>,
     ) -> Self {
         let (tx, rx) = mpsc::channel(PROPOSAL_QUEUE_CAPACITY);
-        tokio::spawn(run(raft, rx, limits, metrics, clock, timings));
-        Proposer { tx }
+        let waiting = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(run(
+            raft,
+            Waiting {
+                rx,
+                bytes: waiting.clone(),
+            },
+            limits,
+            metrics,
+            clock,
+            timings,
+        ));
+        Proposer {
+            tx,
+            waiting,
+            queue_bytes: limits.queue_bytes,
+        }
     }
 
     /// Proposes one command and waits until it is committed and applied on
     /// this node (the leader); returns its response.
     pub async fn propose(&self, command: Command) -> Result<Response> {
         let (reply, response) = oneshot::channel();
+        let weight = weight(&command);
+        let before = self.waiting.fetch_add(weight, Ordering::AcqRel);
+        if before > 0 && before + weight > self.queue_bytes {
+            self.waiting.fetch_sub(weight, Ordering::AcqRel);
+            return Err(overloaded(format!("{before} bytes of writes")));
+        }
         let proposal = Proposal {
-            weight: weight(&command),
+            weight,
             command,
             reply,
             received: Instant::now(),
         };
-        self.tx
-            .send(proposal)
-            .await
-            .map_err(|_| Error::Unavailable("this node is shutting down".into()))?;
+        if let Err(err) = self.tx.try_send(proposal) {
+            self.waiting.fetch_sub(weight, Ordering::AcqRel);
+            return Err(match err {
+                mpsc::error::TrySendError::Full(_) => {
+                    overloaded(format!("{PROPOSAL_QUEUE_CAPACITY} writes"))
+                }
+                mpsc::error::TrySendError::Closed(_) => {
+                    Error::Unavailable("this node is shutting down".into())
+                }
+            });
+        }
         response
             .await
             .map_err(|_| Error::Unavailable("this node is shutting down".into()))?
     }
 }
 
+/// The refusal of a write that finds the proposal queue full.
+fn overloaded(what: String) -> Error {
+    Error::Unavailable(format!(
+        "the leader is overloaded: {what} already wait to be proposed; nothing was written, \
+         retry after a backoff"
+    ))
+}
+
+/// The receiving end of the proposal queue, with its byte count.
+struct Waiting {
+    rx: mpsc::Receiver<Proposal>,
+    bytes: Arc<AtomicUsize>,
+}
+
+impl Waiting {
+    async fn recv(&mut self) -> Option<Proposal> {
+        let proposal = self.rx.recv().await?;
+        self.bytes.fetch_sub(proposal.weight, Ordering::AcqRel);
+        Some(proposal)
+    }
+
+    fn try_recv(&mut self) -> Option<Proposal> {
+        let proposal = self.rx.try_recv().ok()?;
+        self.bytes.fetch_sub(proposal.weight, Ordering::AcqRel);
+        Some(proposal)
+    }
+}
+
 async fn run(
     raft: Raft<TypeConfig>,
-    mut rx: mpsc::Receiver<Proposal>,
+    mut rx: Waiting,
     limits: BatchLimits,
     metrics: Metrics,
     clock: Arc<Clock>,
@@ -146,15 +218,15 @@ async fn run(
         let mut batch = vec![first];
         while batch.len() < limits.max_commands {
             match rx.try_recv() {
-                Ok(next) if bytes + next.weight > limits.max_bytes => {
+                Some(next) if bytes + next.weight > limits.max_bytes => {
                     carried = Some(next);
                     break;
                 }
-                Ok(next) => {
+                Some(next) => {
                     bytes += next.weight;
                     batch.push(next);
                 }
-                Err(_) => break,
+                None => break,
             }
         }
         metrics.proposal_batch_commands.observe(batch.len() as f64);

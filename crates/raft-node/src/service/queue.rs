@@ -285,6 +285,7 @@ impl QueueService for QueueApi {
                     .voter_ids()
                     .collect();
                 node.disk.check_enqueue(voters)?;
+                node.memory.check_enqueue()?;
                 let command = Command::Enqueue {
                     queue: QueueName::new(&req.queue),
                     messages: req

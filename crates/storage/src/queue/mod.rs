@@ -35,7 +35,10 @@ pub mod stats;
 use std::collections::{BTreeMap, BTreeSet};
 
 pub use config::{Overflow, QueueConfig, QueueConfigPatch};
-pub use index::{Counters, DedupEntry, Queue, QueueMeta, QueueView};
+pub use index::{
+    Counters, DedupEntry, Queue, QueueMeta, QueueView, DEDUP_ENTRY_OVERHEAD_BYTES,
+    MESSAGE_OVERHEAD_BYTES,
+};
 pub use message::{
     Attributes, DeadLetter, Delivery, Lease, Message, MessageId, NewMessage, QueueName, Receipt,
     Timestamp,
@@ -261,6 +264,12 @@ impl Queues {
     /// One queue, if it exists.
     pub fn get(&self, name: &QueueName) -> Option<&Queue> {
         self.queues.get(name)
+    }
+
+    /// About how much memory the queues hold ([`Queue::memory_estimate`]
+    /// summed; one pass over the queues, not the messages).
+    pub fn memory_estimate(&self) -> u64 {
+        self.queues.values().map(Queue::memory_estimate).sum()
     }
 
     /// How many queues there are.
