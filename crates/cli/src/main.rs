@@ -35,7 +35,8 @@ enum Command {
     Nack(commands::queue::NackArgs),
     /// Cluster status and membership changes.
     Cluster(commands::admin::ClusterArgs),
-    /// Measure enqueue throughput and latency against a cluster.
+    /// Measure a cluster with producers and consumers through the client library:
+    /// throughput, publish → confirm and publish → receive latency.
     Bench(commands::bench::BenchArgs),
     /// The failover drill: a workload, faults, and a consistency check.
     Check(commands::check::CheckArgs),
