@@ -292,7 +292,7 @@ impl Plan {
             n => format!("{} (prefetch {})", count(n, "consumer"), self.prefetch),
         };
         format!(
-            "{} ({} in flight each; {batching}), {consumers}, {} B bodies, {pacing}, \
+            "{} ({} in flight per producer; {batching}), {consumers}, {} B bodies, {pacing}, \
              for {} or {} messages",
             count(self.producers, "producer"),
             self.in_flight,

@@ -97,9 +97,10 @@ impl Pacing {
     }
 }
 
-/// Runs producer `index` until `stop` turns true (or the cap is reached),
-/// then waits up to [`SETTLE_TIMEOUT`] for its publishes under way. Returns
-/// its publish → confirm latencies.
+/// Runs producer `index` until `--duration` has passed since the run
+/// started, the cap is reached or `stop` turns true (Ctrl-C), then waits up
+/// to [`SETTLE_TIMEOUT`] for its publishes under way. Returns its publish →
+/// confirm latencies.
 pub async fn run(
     plan: Arc<Plan>,
     tally: Arc<Tally>,
@@ -110,6 +111,7 @@ pub async fn run(
     let queue: Arc<str> = plan.queue.as_str().into();
     let filler = Bytes::from(vec![b'x'; plan.size]);
     let started = Instant::from_std(tally.started);
+    let end = started + plan.duration;
     let mut pacing = Pacing::new(&plan, index, started);
     let mut latencies = Latencies::new();
     let mut in_flight = FuturesUnordered::new();
@@ -125,6 +127,10 @@ pub async fn run(
             let Some(due) = pacing.due(now) else {
                 break;
             };
+            if due >= end {
+                stopping = true;
+                break;
+            }
             let Some(seq) = tally.take_seq() else {
                 stopping = true;
                 break;
@@ -145,13 +151,15 @@ pub async fn run(
         if stopping {
             break;
         }
+        // Wake for a result, the next scheduled start (open loop, room
+        // left), the end of the run, or Ctrl-C.
         let full = in_flight.len() >= plan.in_flight as usize;
-        let next_due = pacing.next().filter(|_| !full);
+        let wake = pacing.next().filter(|_| !full).unwrap_or(end).min(end);
         tokio::select! {
             Some((seq, due, result)) = in_flight.next() => {
                 settle(&tally, &mut latencies, seq, due, result);
             }
-            () = sleep_until(next_due) => {}
+            () = tokio::time::sleep_until(wake) => stopping = Instant::now() >= end,
             changed = stop.changed() => stopping = changed.is_err() || *stop.borrow(),
         }
     }
@@ -182,14 +190,6 @@ fn settle(
             tally.confirmed(seq);
         }
         Err(err) => tally.failed(1, &format!("{:?}: {}", err.code, err.message)),
-    }
-}
-
-/// Sleeps until `at`, or forever when there is no `at`.
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -145,9 +145,9 @@ async fn prepare_queue(client: &Client, plan: &Plan) -> raftq_client::Result<()>
     Ok(())
 }
 
-/// Starts the producers, tells them to stop at `--duration` or Ctrl-C, and
-/// waits until each has settled its publishes. Returns their publish →
-/// confirm latencies.
+/// Starts the producers, which stop at `--duration` or the cap, tells them
+/// to stop on Ctrl-C, and waits until each has settled its publishes.
+/// Returns their publish → confirm latencies.
 async fn publish_phase(
     plan: &Arc<Plan>,
     tally: &Arc<Tally>,
@@ -171,8 +171,7 @@ async fn publish_phase(
     let mut all = std::pin::pin!(merge(producers));
     tokio::select! {
         latencies = &mut all => return latencies,
-        () = tokio::time::sleep(plan.duration) => {}
-        _ = interrupted.wait_for(|stop| *stop) => {}
+        Ok(_) = interrupted.wait_for(|stop| *stop) => {}
     }
     stop.send_replace(true);
     all.await
