@@ -136,9 +136,7 @@ pub async fn run(
                 break;
             };
             if now.duration_since(due) > LATE {
-                tally
-                    .late_sends
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tally.late_send();
             }
             let header = Header {
                 sent: due.duration_since(started),

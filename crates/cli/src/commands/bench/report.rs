@@ -6,30 +6,14 @@ use serde_json::{json, Value};
 
 use super::args::Plan;
 use super::latency::Percentiles;
-use super::tally::FirstErrors;
+use super::tally::{Counts, FirstErrors};
 
 /// The figures of a finished run.
 pub struct Report {
     /// The settings the run used.
     pub plan: Plan,
-    /// Publishes started.
-    pub published: u64,
-    /// Publishes confirmed (fsynced on a majority).
-    pub confirmed: u64,
-    /// Publishes that failed or had no result.
-    pub failed: u64,
-    /// Open loop: publishes started more than 5 ms behind schedule.
-    pub late_sends: u64,
-    /// Messages the consumers received (every delivery).
-    pub received: u64,
-    /// Acks that succeeded.
-    pub acked: u64,
-    /// Acks that failed.
-    pub ack_failed: u64,
-    /// Deliveries of a message already received.
-    pub redelivered: u64,
-    /// Messages received that this run did not publish.
-    pub foreign: u64,
+    /// The counters at the end.
+    pub counts: Counts,
     /// Confirmed messages never received; `None` without consumers.
     pub missing: Option<u64>,
     /// Whether publishing was cut short by Ctrl-C.
@@ -53,12 +37,12 @@ pub struct Report {
 impl Report {
     /// Confirmed messages per second of the publish phase.
     pub fn published_per_second(&self) -> f64 {
-        per_second(self.confirmed, self.publish_time)
+        per_second(self.counts.confirmed, self.publish_time)
     }
 
     /// Received messages per second, from the start to the last one.
     pub fn consumed_per_second(&self) -> f64 {
-        per_second(self.received, self.consume_time)
+        per_second(self.counts.received, self.consume_time)
     }
 
     /// One JSON object with every figure.
@@ -66,15 +50,15 @@ impl Report {
         let consuming = self.plan.consumers > 0;
         json!({
             "flags": self.plan.json(),
-            "published": self.published,
-            "confirmed": self.confirmed,
-            "failed": self.failed,
-            "late_sends": self.late_sends,
-            "received": self.received,
-            "acked": self.acked,
-            "ack_failed": self.ack_failed,
-            "redelivered": self.redelivered,
-            "foreign": self.foreign,
+            "published": self.counts.published,
+            "confirmed": self.counts.confirmed,
+            "failed": self.counts.failed,
+            "late_sends": self.counts.late_sends,
+            "received": self.counts.received,
+            "acked": self.counts.acked,
+            "ack_failed": self.counts.ack_failed,
+            "redelivered": self.counts.redelivered,
+            "foreign": self.counts.foreign,
             "missing": self.missing,
             "drained": consuming.then_some(self.missing == Some(0)),
             "interrupted": self.interrupted,
@@ -102,15 +86,15 @@ impl Report {
         }
         out += &format!(
             "published  {} confirmed, {} failed in {:.2} s: {:.0} msgs/s confirmed\n",
-            self.confirmed,
-            self.failed,
+            self.counts.confirmed,
+            self.counts.failed,
             self.publish_time.as_secs_f64(),
             self.published_per_second()
         );
-        if self.late_sends > 0 {
+        if self.counts.late_sends > 0 {
             out += &format!(
                 "           {} publishes started more than 5 ms behind schedule\n",
-                self.late_sends
+                self.counts.late_sends
             );
         }
         if self.plan.consumers > 0 {
@@ -140,16 +124,16 @@ impl Report {
     fn consume_text(&self) -> String {
         let mut out = format!(
             "consumed   {} received, {} acked, {} ack failures in {:.2} s: {:.0} msgs/s received\n",
-            self.received,
-            self.acked,
-            self.ack_failed,
+            self.counts.received,
+            self.counts.acked,
+            self.counts.ack_failed,
             self.consume_time.as_secs_f64(),
             self.consumed_per_second()
         );
-        if self.redelivered + self.foreign > 0 {
+        if self.counts.redelivered + self.counts.foreign > 0 {
             out += &format!(
                 "           {} redelivered, {} not published by this run\n",
-                self.redelivered, self.foreign
+                self.counts.redelivered, self.counts.foreign
             );
         }
         out += &match self.missing {

@@ -2,7 +2,6 @@
 //! publish (and consume), drain, stop, purge, print.
 
 use std::io::IsTerminal;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,19 +48,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let tally = Arc::new(Tally::new(plan.messages));
     let interrupted = watch_ctrl_c();
     let (stop_consumers, consumers_stop) = watch::channel(false);
-    let consumers: Vec<JoinHandle<Latencies>> = (0..)
-        .zip(consumer_clients)
-        .map(|(index, client)| {
-            tokio::spawn(consume::run(
-                tally.clone(),
-                client.clone(),
-                plan.queue.clone(),
-                plan.prefetch,
-                index,
-                consumers_stop.clone(),
-            ))
-        })
-        .collect();
+    let consumers = start_consumers(&plan, &tally, consumer_clients, consumers_stop);
     let progress = show_progress.then(|| tokio::spawn(progress(tally.clone(), plan.consumers)));
 
     let confirm_latency = publish_phase(&plan, &tally, producer_clients, interrupted.clone()).await;
@@ -88,18 +75,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             None
         }
     };
-    let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
     let report = Report {
         plan: Plan::clone(&plan),
-        published: load(&tally.published),
-        confirmed: load(&tally.confirmed),
-        failed: load(&tally.failed),
-        late_sends: load(&tally.late_sends),
-        received: load(&tally.received),
-        acked: load(&tally.acked),
-        ack_failed: load(&tally.ack_failed),
-        redelivered: load(&tally.redelivered),
-        foreign: load(&tally.foreign),
+        counts: tally.counts(),
         missing: missing.map(|_| tally.missing()),
         interrupted: *interrupted.borrow(),
         publish_time,
@@ -116,6 +94,28 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         println!("{}", report.text());
     }
     Ok(())
+}
+
+/// Starts the consumers; each runs until `stop` turns true.
+fn start_consumers(
+    plan: &Plan,
+    tally: &Arc<Tally>,
+    clients: &[Client],
+    stop: watch::Receiver<bool>,
+) -> Vec<JoinHandle<Latencies>> {
+    (0..)
+        .zip(clients)
+        .map(|(index, client)| {
+            tokio::spawn(consume::run(
+                tally.clone(),
+                client.clone(),
+                plan.queue.clone(),
+                plan.prefetch,
+                index,
+                stop.clone(),
+            ))
+        })
+        .collect()
 }
 
 /// Creates the queue if missing (a queue of that name with another config
@@ -228,28 +228,27 @@ fn watch_ctrl_c() -> watch::Receiver<bool> {
 async fn progress(tally: Arc<Tally>, consumers: u32) {
     let mut ticks = tokio::time::interval(PROGRESS_EVERY);
     ticks.tick().await;
-    let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
     let (mut confirmed_before, mut received_before) = (0, 0);
     loop {
         ticks.tick().await;
-        let (confirmed, received) = (load(&tally.confirmed), load(&tally.received));
+        let counts = tally.counts();
         let mut line = format!(
             "{:>5.0}s  published {}  confirmed {} ({}/s)  failed {}",
             tally.elapsed().as_secs_f64(),
-            load(&tally.published),
-            confirmed,
-            confirmed - confirmed_before,
-            load(&tally.failed),
+            counts.published,
+            counts.confirmed,
+            counts.confirmed - confirmed_before,
+            counts.failed,
         );
         if consumers > 0 {
             line += &format!(
                 "  received {} ({}/s)  acked {}",
-                received,
-                received - received_before,
-                load(&tally.acked)
+                counts.received,
+                counts.received - received_before,
+                counts.acked
             );
         }
         eprintln!("{line}");
-        (confirmed_before, received_before) = (confirmed, received);
+        (confirmed_before, received_before) = (counts.confirmed, counts.received);
     }
 }

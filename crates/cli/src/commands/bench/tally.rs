@@ -96,6 +96,29 @@ pub struct FirstErrors {
     pub ack: Option<String>,
 }
 
+/// A snapshot of a run's counters (see [`Tally`] for each).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Counts {
+    /// Publishes started.
+    pub published: u64,
+    /// Publishes confirmed (fsynced on a majority).
+    pub confirmed: u64,
+    /// Publishes that failed or had no result.
+    pub failed: u64,
+    /// Open loop: publishes started more than 5 ms behind schedule.
+    pub late_sends: u64,
+    /// Messages the consumers received (every delivery).
+    pub received: u64,
+    /// Acks that succeeded.
+    pub acked: u64,
+    /// Acks that failed.
+    pub ack_failed: u64,
+    /// Deliveries of a message already received.
+    pub redelivered: u64,
+    /// Messages received that this run did not publish.
+    pub foreign: u64,
+}
+
 /// What a run counted so far. Shared by every task; all counters only grow.
 pub struct Tally {
     /// When the clock started (after every client found the leader).
@@ -107,26 +130,26 @@ pub struct Tally {
     /// Sequence numbers handed out, the cap not counted past.
     next_seq: AtomicU64,
     /// Publishes started.
-    pub published: AtomicU64,
+    published: AtomicU64,
     /// Publishes confirmed.
-    pub confirmed: AtomicU64,
+    confirmed: AtomicU64,
     /// Publishes that failed (after the client's retries) or had no result
     /// in time.
-    pub failed: AtomicU64,
+    failed: AtomicU64,
     /// Open loop: publishes that started more than 5 ms behind schedule.
-    pub late_sends: AtomicU64,
+    late_sends: AtomicU64,
     /// Messages the consumers handed over (every delivery, this run's or
     /// not).
-    pub received: AtomicU64,
+    received: AtomicU64,
     /// Deliveries of a message of this run already received before.
-    pub redelivered: AtomicU64,
+    redelivered: AtomicU64,
     /// Messages received that this run did not publish (left by an earlier
     /// run, or sent by someone else); acked like the others.
-    pub foreign: AtomicU64,
+    foreign: AtomicU64,
     /// Acks that succeeded.
-    pub acked: AtomicU64,
+    acked: AtomicU64,
     /// Acks that failed or had no result in time.
-    pub ack_failed: AtomicU64,
+    ack_failed: AtomicU64,
     /// When the latest message was received, in ns since `started`.
     last_received_ns: AtomicU64,
     confirmed_seqs: Bitmap,
@@ -171,6 +194,27 @@ impl Tally {
         }
         self.published.fetch_add(1, Ordering::Relaxed);
         Some(u32::try_from(seq).expect("the cap is below u32::MAX"))
+    }
+
+    /// The counters now.
+    pub fn counts(&self) -> Counts {
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        Counts {
+            published: load(&self.published),
+            confirmed: load(&self.confirmed),
+            failed: load(&self.failed),
+            late_sends: load(&self.late_sends),
+            received: load(&self.received),
+            acked: load(&self.acked),
+            ack_failed: load(&self.ack_failed),
+            redelivered: load(&self.redelivered),
+            foreign: load(&self.foreign),
+        }
+    }
+
+    /// An open-loop publish started more than 5 ms behind its schedule.
+    pub fn late_send(&self) {
+        self.late_sends.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Time since the clock started.
@@ -301,7 +345,7 @@ mod tests {
         let tally = Tally::new(3);
         let seqs: Vec<Option<u32>> = (0..5).map(|_| tally.take_seq()).collect();
         assert_eq!(seqs, [Some(0), Some(1), Some(2), None, None]);
-        assert_eq!(tally.published.load(Ordering::Relaxed), 3);
+        assert_eq!(tally.counts().published, 3);
         tally.confirmed(0);
         tally.confirmed(2);
         assert_eq!(tally.missing(), 2);
@@ -321,9 +365,9 @@ mod tests {
         );
         assert!(tally.received(b"someone else's").is_none());
         assert_eq!(tally.missing(), 1, "seq 0 was confirmed, never received");
-        assert_eq!(tally.received.load(Ordering::Relaxed), 4);
-        assert_eq!(tally.redelivered.load(Ordering::Relaxed), 1);
-        assert_eq!(tally.foreign.load(Ordering::Relaxed), 1);
+        assert_eq!(tally.counts().received, 4);
+        assert_eq!(tally.counts().redelivered, 1);
+        assert_eq!(tally.counts().foreign, 1);
     }
 
     #[test]
@@ -336,7 +380,7 @@ mod tests {
         }
         .body(&Bytes::from(vec![0; 16]));
         assert!(tally.received(&body).is_none());
-        assert_eq!(tally.foreign.load(Ordering::Relaxed), 1, "not this run's");
+        assert_eq!(tally.counts().foreign, 1, "not this run's");
         assert_eq!(tally.missing(), 0);
     }
 }
