@@ -270,3 +270,42 @@ async fn one_ready_message_makes_one_receive_entry_however_many_consumers_wait()
     }
     cluster.shutdown().await;
 }
+
+/// Found by review: dropping a consumer aborted the acks it was sending,
+/// so an ack issued just before the drop failed and its caller could not
+/// tell whether it was applied. Acks issued before the drop complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acks_issued_before_a_consumer_is_dropped_complete() {
+    let cluster = TestCluster::start(3).await;
+    let client = cluster.client();
+    client
+        .create_queue("jobs", Default::default())
+        .await
+        .expect("create");
+    let messages: Vec<Message> = (0..5).map(|i| Message::new(format!("m{i}"))).collect();
+    client.enqueue("jobs", messages).await.expect("enqueue");
+    let mut consumer = Consumer::new(
+        client.clone(),
+        "jobs",
+        ConsumerConfig {
+            prefetch: 5,
+            ..Default::default()
+        },
+    );
+    let mut acks = Vec::new();
+    for _ in 0..5 {
+        let received = consumer.next().await.expect("a message").expect("no error");
+        let mut ack = Box::pin(received.ack());
+        // Poll once: the ack is handed to the consumer's ack sender.
+        assert!(futures::poll!(ack.as_mut()).is_pending());
+        acks.push(ack);
+    }
+    drop(consumer);
+    for ack in acks {
+        ack.await.expect("an ack issued before the drop completes");
+    }
+    let info = stats(&client, "jobs").await;
+    assert_eq!((info.ready, info.in_flight), (0, 0), "{info:?}");
+    assert_eq!(info.counters.expect("counters").acked, 5);
+    cluster.shutdown().await;
+}

@@ -2,7 +2,8 @@
 //!
 //! It holds a `Consume` stream to the leader with credit-based flow control:
 //! the server sends at most `prefetch` messages the application has not yet
-//! acked or nacked; each ack or nack grants one more. While the application
+//! acked or nacked; each ack or nack grants one more as soon as it is issued
+//! (not when its result comes back, so acks pipeline). While the application
 //! holds a message, the consumer extends its lease before it runs out
 //! (`auto_extend`), so slow work is not redelivered under its feet. Acks are
 //! coalesced: those issued together travel in one request. When the stream
@@ -10,7 +11,9 @@
 //! messages already handed out keep their receipts and can still be acked.
 //!
 //! Only messages handed to the application count as deliveries: when the
-//! consumer is dropped, the messages it received but never handed out (its
+//! consumer is dropped, acks and nacks already issued still complete (their
+//! results are still returned; one issued after the drop fails with
+//! `CANCELLED`), and the messages it received but never handed out (its
 //! prefetch buffer) are released, so they are ready again at once and do not
 //! move toward the dead-letter queue. The server does the same for messages
 //! it leased but could not send down the stream.
@@ -177,6 +180,10 @@ impl Received {
                 reply,
             })
             .await;
+        // Handed to the settle task: the server may send one more now,
+        // without waiting for this ack's round trip (as an AMQP prefetch
+        // counts an ack once it is sent).
+        self.shared.release(&receipt);
         let result = match sent {
             Ok(()) => result.await.unwrap_or_else(|_| {
                 Err(Error::new(
@@ -189,7 +196,6 @@ impl Received {
                 "the consumer has stopped",
             )),
         };
-        self.shared.release(&receipt);
         result
     }
 }
@@ -242,7 +248,10 @@ impl Consumer {
         let (out_tx, rx) = mpsc::channel(config.prefetch as usize);
         // The stream task is not aborted on drop: it winds down itself.
         tokio::spawn(stream_task(shared.clone(), config.clone(), out_tx));
-        let mut tasks = vec![tokio::spawn(settle_task(shared.clone(), settle_rx))];
+        // The settle task is not aborted on drop either: it finishes the
+        // acks and nacks already issued.
+        tokio::spawn(settle_task(shared.clone(), settle_rx));
+        let mut tasks = Vec::new();
         if config.auto_extend {
             tasks.push(tokio::spawn(extend_task(shared.clone())));
         }
@@ -454,8 +463,28 @@ async fn stream_task(
     }
 }
 
+/// Sends acks (coalesced) and nacks. When the consumer is dropped it takes
+/// no new ones but finishes those already issued, then ends.
 async fn settle_task(shared: Arc<Shared>, mut rx: mpsc::Receiver<SettleOp>) {
-    while let Some(first) = rx.recv().await {
+    let mut stop = shared.stop.subscribe();
+    loop {
+        let received = tokio::select! {
+            biased;
+            op = rx.recv() => Some(op),
+            _ = stop.wait_for(|stop| *stop) => None,
+        };
+        let first = match received {
+            Some(Some(op)) => op,
+            Some(None) => return,
+            None => {
+                // Dropped: refuse new settles; what is queued is still received.
+                rx.close();
+                match rx.recv().await {
+                    Some(op) => op,
+                    None => return,
+                }
+            }
+        };
         let mut acks = Vec::new();
         let mut others = Vec::new();
         for op in std::iter::once(first) {

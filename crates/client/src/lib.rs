@@ -4,7 +4,8 @@
 //!   seeds and the hints nodes return), retried with backoff when a retry can
 //!   help ([`Error::is_retryable`]); every enqueued message carries a dedup
 //!   id, so retries never store it twice.
-//! - [`Producer`]: batched enqueue with linger.
+//! - [`Producer`]: enqueue one message at a time, sent at once while a request
+//!   slot is free and batched only while every slot is busy (no fixed linger).
 //! - [`Consumer`]: an async `Stream` of [`Received`] messages with prefetch,
 //!   lease extension while the application holds a message, and coalesced acks.
 //!

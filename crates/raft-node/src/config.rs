@@ -386,9 +386,7 @@ impl ServeArgs {
                 .max_clock_skew_ms
                 .or(file.max_clock_skew_ms)
                 .unwrap_or(defaults.max_clock_skew_ms),
-            max_state_memory_bytes: self
-                .max_state_memory_bytes
-                .or(file.max_state_memory_bytes),
+            max_state_memory_bytes: self.max_state_memory_bytes.or(file.max_state_memory_bytes),
             proposal_queue_bytes: file
                 .proposal_queue_bytes
                 .unwrap_or(defaults.proposal_queue_bytes),

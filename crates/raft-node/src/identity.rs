@@ -182,7 +182,10 @@ impl Identity {
                 .write()
                 .expect("identity lock is never poisoned") = record.clone();
             if !forgotten.is_empty() {
-                let mut observed = self.observed.lock().expect("identity lock is never poisoned");
+                let mut observed = self
+                    .observed
+                    .lock()
+                    .expect("identity lock is never poisoned");
                 for node in forgotten {
                     observed.remove(&node);
                 }

@@ -468,7 +468,10 @@ mod tests {
 
     #[test]
     fn the_last_snapshot_chunk_may_take_longer_the_larger_the_snapshot() {
-        assert_eq!(snapshot_chunk_timeout(0, 4 << 20, false), SNAPSHOT_CHUNK_TIMEOUT);
+        assert_eq!(
+            snapshot_chunk_timeout(0, 4 << 20, false),
+            SNAPSHOT_CHUNK_TIMEOUT
+        );
         assert_eq!(
             snapshot_chunk_timeout(1 << 30, 4 << 20, false),
             SNAPSHOT_CHUNK_TIMEOUT,

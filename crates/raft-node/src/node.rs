@@ -155,7 +155,8 @@ impl Node {
             election_timeout_max: config.election_timeout_max_ms,
             // openraft's own bound on a snapshot chunk; ours, per chunk, is
             // `network::snapshot_chunk_timeout` (the last one loads it all).
-            install_snapshot_timeout: crate::network::SNAPSHOT_INSTALL_MAX_TIMEOUT.as_millis() as u64,
+            install_snapshot_timeout: crate::network::SNAPSHOT_INSTALL_MAX_TIMEOUT.as_millis()
+                as u64,
             max_payload_entries: MAX_ENTRIES_PER_APPEND,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_after_entries),
             snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
@@ -196,7 +197,9 @@ impl Node {
             forwarder: Forwarder::new(config.id, raft.clone(), channels),
             membership_change: tokio::sync::Mutex::new(()),
             receive_claims: Default::default(),
-            memory: Arc::new(crate::memory::MemoryBudget::new(config.max_state_memory_bytes)),
+            memory: Arc::new(crate::memory::MemoryBudget::new(
+                config.max_state_memory_bytes,
+            )),
             config,
             raft,
             state,

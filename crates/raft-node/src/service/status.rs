@@ -31,9 +31,7 @@ pub fn to_status(err: Error) -> Status {
         Error::Refused(refusal) => refusal_code(refusal),
         Error::InvalidArgument(_) | Error::Config(_) => Code::InvalidArgument,
         Error::NotLeader { .. } | Error::Unavailable(_) => Code::Unavailable,
-        Error::TooLarge(_) | Error::DiskAlarm(_) | Error::MemoryAlarm(_) => {
-            Code::ResourceExhausted
-        }
+        Error::TooLarge(_) | Error::DiskAlarm(_) | Error::MemoryAlarm(_) => Code::ResourceExhausted,
         Error::Timeout(_) => Code::DeadlineExceeded,
         Error::NotMember(_) => Code::NotFound,
         Error::Storage(_) | Error::Io(_) | Error::Internal(_) => Code::Internal,
