@@ -6,6 +6,12 @@ mod output;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of the system allocator: under load the node spent
+/// ~14% of its CPU in glibc's malloc and free (perf, workload B; see
+/// docs/BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// raftq: a replicated message queue. Every enqueue, lease and ack is fsynced
 /// on a majority of nodes before it is confirmed.
 #[derive(Parser)]

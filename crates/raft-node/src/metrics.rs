@@ -107,7 +107,7 @@ impl Metrics {
                 HistogramVec::new(
                     HistogramOpts::new(
                         "raftq_write_stage_seconds",
-                        "Where a write's time goes on the leader, by stage: queue (waiting for a proposal slot), append (to the leader's log store), flush (the leader's own fsync), replicate (one append round trip to a follower, its fsync included), commit (appended here to applied: a majority has it), apply, respond (applied to the caller woken), total",
+                        "Where a write's time goes on the leader, by stage: queue (waiting for a proposal slot), append (to the leader's log store), flush (the leader's own fsync), send (appended to the first append request carrying it sent to a follower), replicate (one append round trip to a follower, its fsync included), ack_to_commit (the first follower's answer to apply started), commit (appended here to apply started: a majority has it), apply, respond (applied to the caller woken), total",
                     )
                     .buckets(vec![
                         0.000_05, 0.000_1, 0.000_2, 0.000_3, 0.000_5, 0.000_75, 0.001, 0.001_5, 0.002,

@@ -189,6 +189,9 @@ pub struct PeerContext {
     /// Where append round trips with entries are timed (the `replicate`
     /// stage of `raftq_write_stage_seconds`).
     pub replicated: prometheus::HistogramVec,
+    /// Where entries' send and answer times are stamped (the `send` and
+    /// `ack_to_commit` stages).
+    pub timings: Arc<raftq_storage::timing::Timings>,
 }
 
 impl PeerContext {
@@ -429,16 +432,26 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             bytes: payload.len(),
             finished: false,
         };
+        let range = rpc
+            .entries
+            .first()
+            .zip(rpc.entries.last())
+            .map(|(first, last)| (first.log_id.index, last.log_id.index));
         let sent = std::time::Instant::now();
+        if let Some((first, last)) = range {
+            self.context.timings.sent(first, last, sent);
+        }
         let result = self.send(Kind::Append, payload, option.hard_ttl()).await;
         watch.finished = true;
         if result.is_ok() {
             budget.succeeded(watch.bytes);
-            if !rpc.entries.is_empty() {
+            if let Some((first, last)) = range {
+                let acked = std::time::Instant::now();
+                self.context.timings.acked(first, last, acked);
                 self.context
                     .replicated
                     .with_label_values(&["replicate"])
-                    .observe(sent.elapsed().as_secs_f64());
+                    .observe(acked.duration_since(sent).as_secs_f64());
             }
         }
         result

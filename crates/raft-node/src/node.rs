@@ -147,6 +147,7 @@ impl Node {
             clock: clock.clone(),
             disk: disk.clone(),
             replicated: metrics.write_stage_seconds.clone(),
+            timings: timings.clone(),
         };
         let raft_config = openraft::Config {
             cluster_name: "raftq".into(),

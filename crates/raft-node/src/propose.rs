@@ -312,6 +312,8 @@ impl Timing {
         };
         self.observe("append", Some(proposed), stamps.appended);
         self.observe("flush", stamps.appended, stamps.flushed);
+        self.observe("send", stamps.appended, stamps.sent);
+        self.observe("ack_to_commit", stamps.acked, stamps.apply_started);
         self.observe("commit", stamps.appended, stamps.apply_started);
         self.observe("apply", stamps.apply_started, stamps.applied);
         self.observe("respond", stamps.applied, Some(answered));

@@ -22,6 +22,10 @@ pub struct Stamps {
     pub appended: Option<Instant>,
     /// The flush that made it durable returned.
     pub flushed: Option<Instant>,
+    /// The first append request carrying it went to a follower (leader).
+    pub sent: Option<Instant>,
+    /// The first follower's answer to such a request came back (leader).
+    pub acked: Option<Instant>,
     /// The state machine began applying it (it was committed).
     pub apply_started: Option<Instant>,
     /// The state machine finished applying it.
@@ -73,6 +77,37 @@ impl Timings {
                 break;
             }
             stamps.flushed = Some(at);
+        }
+    }
+
+    /// Notes that an append request carrying entries `first..=last` was
+    /// sent at `at` (the first send of each counts).
+    pub fn sent(&self, first: u64, last: u64, at: Instant) {
+        self.stamp_range(first, last, |s| s.sent.get_or_insert(at));
+    }
+
+    /// Notes that a follower answered, at `at`, an append request carrying
+    /// entries `first..=last` (the first answer for each counts).
+    pub fn acked(&self, first: u64, last: u64, at: Instant) {
+        self.stamp_range(first, last, |s| s.acked.get_or_insert(at));
+    }
+
+    /// Stamps the entries of `first..=last` that are kept (never adds one:
+    /// a follower's stamps come after the leader's `appended`).
+    fn stamp_range(
+        &self,
+        first: u64,
+        last: u64,
+        mut stamp: impl FnMut(&mut Stamps) -> &mut Instant,
+    ) {
+        let mut entries = self.entries.lock().expect("timings lock is never poisoned");
+        for (index, stamps) in entries.iter_mut().rev() {
+            if *index < first {
+                break;
+            }
+            if *index <= last {
+                stamp(stamps);
+            }
         }
     }
 

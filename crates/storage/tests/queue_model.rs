@@ -343,12 +343,32 @@ impl Model {
     /// Whether queue `name` may have `config`: every range and relation
     /// [`QueueConfig`] documents, and a dead-letter queue that exists and is
     /// not the queue itself. (Generated names are always well formed.)
+    /// Whether following dead-letter queues from `start` ever reaches
+    /// `target` (a cycle through `target` if it points at `start`).
+    fn dead_letters_reach(&self, start: &QueueName, target: &QueueName) -> bool {
+        let mut seen: Vec<&QueueName> = Vec::new();
+        let mut at = Some(start);
+        while let Some(queue) = at {
+            if queue == target {
+                return true;
+            }
+            if seen.contains(&queue) {
+                return false;
+            }
+            seen.push(queue);
+            at = self
+                .queue(queue)
+                .and_then(|q| q.meta.config.dead_letter_queue.as_ref());
+        }
+        false
+    }
+
     fn config_ok(&self, name: &QueueName, config: &QueueConfig) -> bool {
         let c = config;
         let dead_letter_queue_ok = c
             .dead_letter_queue
             .as_ref()
-            .is_none_or(|dlq| dlq != name && self.queue(dlq).is_some());
+            .is_none_or(|dlq| self.queue(dlq).is_some() && !self.dead_letters_reach(dlq, name));
         let ttl_ok = c
             .message_ttl_ms
             .is_none_or(|ttl| (SECOND_MS..=c.retention_ms).contains(&ttl));
