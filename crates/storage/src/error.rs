@@ -52,6 +52,14 @@ pub enum Error {
         /// The oldest version this release reads.
         oldest: u8,
     },
+    /// The data dir holds the sled state database of a release from before
+    /// the queue state moved to memory (persisted by snapshots); this
+    /// release does not read it.
+    #[error("{path} is the state database of a release from before raftq kept the queue state in memory; this release does not read it. Drain the node's queues with the release that wrote them, then start this release on an empty data dir")]
+    OldStateDatabase {
+        /// The old database's directory.
+        path: String,
+    },
     /// A write would overwrite log entries this node has already applied:
     /// the cluster has lost entries that this node acknowledged (another
     /// node lost its data and came back under its old id, or a backup was
@@ -70,7 +78,9 @@ impl Error {
     pub fn is_version(&self) -> bool {
         matches!(
             self,
-            Error::UnknownVersion { .. } | Error::OldVersion { .. }
+            Error::UnknownVersion { .. }
+                | Error::OldVersion { .. }
+                | Error::OldStateDatabase { .. }
         )
     }
 }

@@ -8,12 +8,22 @@
 //! Durability rules:
 //! - an append is reported to openraft ([`LogFlushed::log_io_completed`]) only
 //!   after a flush that started after the append's write has returned;
-//! - vote, truncation and purge are flushed before their call returns. The
+//! - vote and truncation are flushed before their call returns. The
 //!   committed index is written but not flushed on its own: openraft saves it
 //!   before every apply, and an fsync there would sit on every write's path.
 //!   It only tells a restarting node how far to re-apply; a stale one is
 //!   safe (the leader tells the node the commit index again), and it is
 //!   flushed with the next append or vote;
+//! - a purge (the log behind a snapshot) writes `last_purged`, hides the
+//!   purged entries from reads at once, and leaves the rest to a background
+//!   thread: flush `last_purged`, then remove the entries in chunks. openraft
+//!   0.9 awaits `purge` inside its core, so a purge of tens of thousands of
+//!   entries with two flushes there stalled every append and heartbeat for
+//!   up to a second (the followers' append timeouts fired). A crash before
+//!   the removal is durable leaves entries at or below `last_purged`, which
+//!   `open` removes; a crash before `last_purged` is durable leaves the log
+//!   as it was before the purge, which is just as consistent (the snapshot
+//!   it followed is already durable);
 //! - every entry is a checked record ([`crate::codec::encode_checked`]): a torn
 //!   or corrupted entry is reported as a storage error when read, never
 //!   applied;
@@ -115,6 +125,11 @@ struct Inner {
     /// Where appends and flushes are stamped, once wired.
     timings: Arc<OnceLock<Arc<Timings>>>,
     incarnation: u64,
+    /// Entries below this index are purged: reads never return them, though
+    /// the background removal may not have reached them yet.
+    purged_below: AtomicU64,
+    /// Held by the background removal, so purges run one after another.
+    purging: Arc<std::sync::Mutex<()>>,
 }
 
 impl Drop for Inner {
@@ -183,6 +198,8 @@ impl LogStore {
                 applied: OnceLock::new(),
                 timings,
                 incarnation,
+                purged_below: AtomicU64::new(0),
+                purging: Arc::default(),
             }),
         };
         store.remove_purged_leftovers()?;
@@ -244,6 +261,9 @@ impl LogStore {
     fn remove_purged_leftovers(&self) -> Result<()> {
         if let Some(purged) = self.read_meta::<LogId>(LAST_PURGED)? {
             self.remove_range(..=purged.index)?;
+            self.inner
+                .purged_below
+                .store(purged.index + 1, Ordering::SeqCst);
         }
         Ok(())
     }
@@ -299,6 +319,46 @@ impl LogStore {
         }
     }
 
+    /// Makes `last_purged` durable, then removes the entries up to `upto`
+    /// in chunks, on a thread of its own (see the module docs). A failed
+    /// flush fails the store, as the flusher's does.
+    fn remove_in_background(&self, upto: u64) {
+        const CHUNK: usize = 4096;
+        let disk = self.inner.disk.clone();
+        let log = self.inner.log.clone();
+        let failed = self.inner.failed.clone();
+        let purging = self.inner.purging.clone();
+        let remove = move || -> Result<()> {
+            let _one_at_a_time = purging.lock().unwrap_or_else(|e| e.into_inner());
+            disk.flush()?;
+            loop {
+                let keys: Vec<sled::IVec> = log
+                    .range(be_range(&(..=upto)))
+                    .keys()
+                    .take(CHUNK)
+                    .collect::<std::result::Result<_, _>>()?;
+                if keys.is_empty() {
+                    return Ok(());
+                }
+                let mut batch = sled::Batch::default();
+                for key in keys {
+                    batch.remove(key);
+                }
+                log.apply_batch(batch)?;
+            }
+        };
+        std::thread::Builder::new()
+            .name("raftq-log-purge".into())
+            .spawn(move || {
+                if let Err(err) = remove() {
+                    failed.store(true, Ordering::SeqCst);
+                    tracing::error!(%err, "purging the log behind a snapshot failed; the log store stops");
+                }
+            })
+            .map(drop)
+            .unwrap_or_else(|err| tracing::error!(%err, "could not start the log purge thread"));
+    }
+
     fn remove_range(&self, range: impl RangeBounds<u64>) -> Result<()> {
         let mut batch = sled::Batch::default();
         for key in self.inner.log.range(be_range(&range)).keys() {
@@ -309,10 +369,21 @@ impl LogStore {
     }
 
     /// Reads the entries in `range`, verifying each checksum and that the
-    /// indexes are contiguous.
+    /// indexes are contiguous. Purged entries are never returned.
     pub fn read_entries(&self, range: impl RangeBounds<u64>) -> Result<Vec<Entry>> {
         let mut entries: Vec<Entry> = Vec::new();
-        for item in self.inner.log.range(be_range(&range)) {
+        let purged_below = self.inner.purged_below.load(Ordering::SeqCst);
+        let start = match range.start_bound() {
+            Bound::Included(&i) => i.max(purged_below),
+            Bound::Excluded(&i) => i.saturating_add(1).max(purged_below),
+            Bound::Unbounded => purged_below,
+        };
+        let end = range.end_bound().cloned();
+        for item in self
+            .inner
+            .log
+            .range(be_range(&(Bound::Included(start), end)))
+        {
             let (key, value) = item?;
             let index = decode_index(&key)?;
             let what = || format!("log entry {index}");
@@ -599,9 +670,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                     return Ok(());
                 }
             }
-            self.write_meta(LAST_PURGED, &log_id).await?;
-            self.remove_range(..=log_id.index)?;
-            self.sync().await?;
+            self.inner
+                .meta
+                .insert(LAST_PURGED, codec::encode_checked(&log_id)?)?;
+            self.inner
+                .purged_below
+                .fetch_max(log_id.index + 1, Ordering::SeqCst);
+            self.remove_in_background(log_id.index);
             Ok::<_, Error>(())
         };
         result

@@ -179,10 +179,8 @@ impl StateMachine {
     /// `dir/snapshots`, if any (the log after it is re-applied by openraft).
     pub fn open(dir: &Path) -> Result<Self> {
         if dir.join(OLD_STATE_DB).exists() {
-            return Err(Error::OldVersion {
-                what: dir.join(OLD_STATE_DB).display().to_string(),
-                version: 1,
-                oldest: crate::codec::OLDEST_READABLE_VERSION,
+            return Err(Error::OldStateDatabase {
+                path: dir.join(OLD_STATE_DB).display().to_string(),
             });
         }
         let snapshots = SnapshotStore::open(dir.join("snapshots"))?;
@@ -469,5 +467,31 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             meta,
             snapshot: Box::new(tokio::fs::File::from_std(file)),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_data_dir_from_a_release_with_a_state_database_is_refused_by_name_and_left_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let old = dir.path().join(OLD_STATE_DB);
+        std::fs::create_dir_all(&old).expect("old state dir");
+        std::fs::write(old.join("db"), b"old state").expect("old state file");
+
+        let Err(err) = StateMachine::open(dir.path()) else {
+            panic!("a data dir with an old state database was opened");
+        };
+
+        assert!(matches!(err, Error::OldStateDatabase { .. }), "{err}");
+        assert!(err.is_version());
+        assert!(err.to_string().contains("empty data dir"), "{err}");
+        assert_eq!(
+            std::fs::read(old.join("db")).expect("old state file kept"),
+            b"old state"
+        );
+        assert!(!dir.path().join("snapshots").exists());
     }
 }

@@ -521,3 +521,50 @@ async fn a_truncation_below_the_applied_index_is_refused_and_the_log_keeps_its_e
         "the incarnation is durable"
     );
 }
+
+/// A purge behind a snapshot returns before its entries are removed (the
+/// removal runs in the background, so openraft's core, which awaits the
+/// purge, never stalls on it): reads never return a purged entry, appends go
+/// on meanwhile, and after a reopen the purged entries are gone and the log
+/// state is what openraft was told.
+#[tokio::test]
+async fn a_purge_hides_its_entries_at_once_and_removes_them_in_the_background() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("log");
+    let purged = LogId::new(CommittedLeaderId::new(1, 1), 20_000);
+    {
+        let mut log = LogStore::open(&path).expect("open");
+        let entries: Vec<Entry> = (1..=20_010)
+            .map(|i| entry(i, Command::enqueue("jobs", ["x"], i)))
+            .collect();
+        log.blocking_append(entries).await.expect("append");
+        log.purge(purged).await.expect("purge");
+        let kept = log.try_get_log_entries(..).await.expect("read");
+        assert_eq!(
+            kept.first().map(|e| e.log_id.index),
+            Some(20_001),
+            "no purged entry is returned"
+        );
+        assert_eq!(kept.len(), 10);
+        assert!(log
+            .try_get_log_entries(1..=20_000)
+            .await
+            .expect("read")
+            .is_empty());
+        log.blocking_append([entry(20_011, Command::enqueue("jobs", ["y"], 1))])
+            .await
+            .expect("an append right after a purge");
+        let state = log.get_log_state().await.expect("state");
+        assert_eq!(state.last_purged_log_id, Some(purged));
+        assert_eq!(state.last_log_id.map(|id| id.index), Some(20_011));
+    }
+    let mut log = LogStore::open(&path).expect("reopen");
+    let state = log.get_log_state().await.expect("state");
+    assert_eq!(state.last_purged_log_id, Some(purged));
+    assert_eq!(state.last_log_id.map(|id| id.index), Some(20_011));
+    let kept = log.try_get_log_entries(..).await.expect("read");
+    assert_eq!(
+        kept.iter().map(|e| e.log_id.index).collect::<Vec<_>>(),
+        (20_001..=20_011).collect::<Vec<_>>()
+    );
+}
