@@ -16,10 +16,12 @@
 //!   flushed with the next append or vote;
 //! - a purge (the log behind a snapshot) writes `last_purged`, hides the
 //!   purged entries from reads at once, and leaves the rest to a background
-//!   thread: flush `last_purged`, then remove the entries in chunks. openraft
-//!   0.9 awaits `purge` inside its core, so a purge of tens of thousands of
-//!   entries with two flushes there stalled every append and heartbeat for
-//!   up to a second (the followers' append timeouts fired). A crash before
+//!   thread: flush `last_purged`, then remove the entries in chunks of 256
+//!   with a 2 ms pause between them. openraft 0.9 awaits `purge` inside its
+//!   core, so a purge of tens of thousands of entries with two flushes there
+//!   stalled every append and heartbeat for up to a second (the followers'
+//!   append timeouts fired); removing them in big batches, even off the
+//!   core, still held sled's write lock long enough to do the same. A crash before
 //!   the removal is durable leaves entries at or below `last_purged`, which
 //!   `open` removes; a crash before `last_purged` is durable leaves the log
 //!   as it was before the purge, which is just as consistent (the snapshot
@@ -323,7 +325,10 @@ impl LogStore {
     /// in chunks, on a thread of its own (see the module docs). A failed
     /// flush fails the store, as the flusher's does.
     fn remove_in_background(&self, upto: u64) {
-        const CHUNK: usize = 4096;
+        // Small chunks with a pause between them: each batch holds sled's
+        // write lock, which appends and the group-commit flush also need.
+        const CHUNK: usize = 256;
+        const PAUSE: std::time::Duration = std::time::Duration::from_millis(2);
         let disk = self.inner.disk.clone();
         let log = self.inner.log.clone();
         let failed = self.inner.failed.clone();
@@ -345,6 +350,7 @@ impl LogStore {
                     batch.remove(key);
                 }
                 log.apply_batch(batch)?;
+                std::thread::sleep(PAUSE);
             }
         };
         std::thread::Builder::new()
