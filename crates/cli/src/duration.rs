@@ -3,6 +3,11 @@
 
 use std::time::Duration;
 
+/// The longest duration any flag takes: each flag has its own, smaller limit
+/// too, checked where it is used; this one keeps the conversion to a
+/// `Duration` (and to milliseconds) in range.
+const LONGEST: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// Parses a duration for clap.
 pub fn parse(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -27,7 +32,12 @@ pub fn parse(text: &str) -> Result<Duration, String> {
     if !seconds.is_finite() || seconds < 0.0 {
         return Err(format!("{text:?} is not a duration"));
     }
-    Ok(Duration::from_secs_f64(seconds))
+    match Duration::try_from_secs_f64(seconds) {
+        Ok(duration) if duration <= LONGEST => Ok(duration),
+        _ => Err(format!(
+            "{text:?} is too long: a duration is at most 365 days (8760h)"
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -42,5 +52,10 @@ mod tests {
         assert_eq!(parse("5m"), Ok(Duration::from_secs(300)));
         assert!(parse("5x").is_err());
         assert!(parse("soon").is_err());
+        assert_eq!(parse("8760h"), Ok(LONGEST));
+        for huge in ["8761h", "99999999999999999999", "18446744073709551616s"] {
+            let err = parse(huge).expect_err(huge);
+            assert!(err.contains("is at most 365 days"), "{err}");
+        }
     }
 }

@@ -159,6 +159,14 @@ fn bench_with_producers_and_consumers_receives_every_confirmed_message() {
     assert_eq!(flags["rate"], 200, "{report}");
     assert_queue_empty(&cluster, "bench-open");
 
+    phase("a consumer stopped without a drain: what it held is released, then purged");
+    bench_json(
+        &cluster,
+        "--consumers 1 --prefetch 32 --in-flight 64 --duration 2s --drain-timeout 0s \
+         --queue bench-undrained",
+    );
+    assert_queue_empty(&cluster, "bench-undrained");
+
     phase("publish only, capped at 50 messages: exactly 50 published, the rest purged");
     let report = bench_json(
         &cluster,

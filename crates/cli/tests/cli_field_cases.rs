@@ -30,6 +30,22 @@ fn send_from_stdin_splits_large_lines_into_requests_that_fit() {
         .expect_ok()
         .json();
     assert_eq!(stats["ready"], 100, "{stats}");
+
+    phase("a line over one request's 4 MiB is refused by its number; the others are stored");
+    let huge = "h".repeat(5_000_000);
+    let run = cluster
+        .cli_stdin(&["send", "big"], &format!("a\n{huge}\nc\n"))
+        .expect_refusal(&["line 2: refused: too large", "1 messages were refused"]);
+    assert_eq!(
+        run.stdout.lines().count(),
+        2,
+        "ids of lines 1 and 3:\n{run}"
+    );
+    let stats = cluster
+        .cli(&["queue", "stats", "big", "--json"])
+        .expect_ok()
+        .json();
+    assert_eq!(stats["ready"], 102, "{stats}");
 }
 
 #[test]

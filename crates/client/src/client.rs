@@ -370,7 +370,9 @@ impl Client {
     /// gets one first. The messages go in requests of at most
     /// [`MAX_ENQUEUE_MESSAGES`] messages and [`MAX_ENQUEUE_BYTES`] of bodies
     /// and attributes (a larger single message goes alone, and the server
-    /// judges it), one after the other, in order. Returns one result per
+    /// judges it against the queue's limit), one after the other, in order.
+    /// A single message over [`MAX_ENQUEUE_BYTES`] is not sent: its result is
+    /// `RESOURCE_EXHAUSTED`, and the others go on. Returns one result per
     /// message; a refused message is an `Err` with the reason. An error of a
     /// whole request (after retries) ends the call: the messages of earlier
     /// requests are stored, the later ones were not sent.
@@ -388,6 +390,10 @@ impl Client {
     ) -> Result<Vec<Result<Enqueued>>> {
         let mut results = Vec::with_capacity(messages.len());
         for request in split_requests(messages, MAX_ENQUEUE_MESSAGES, MAX_ENQUEUE_BYTES) {
+            if let Some(refusal) = too_large_for_a_request(&request) {
+                results.push(Err(refusal));
+                continue;
+            }
             results.extend(self.enqueue_request(queue, request).await?);
         }
         Ok(results)
@@ -776,6 +782,23 @@ fn split_requests(messages: Vec<Message>, max: usize, max_bytes: usize) -> Vec<V
     split_by(messages, max, max_bytes, message_bytes)
 }
 
+/// The refusal of a request that is one message too large for any enqueue
+/// request (the server would refuse the whole request; the other messages of
+/// the call must not fail with it).
+fn too_large_for_a_request(request: &[Message]) -> Option<Error> {
+    match request {
+        [only] if message_bytes(only) > MAX_ENQUEUE_BYTES => Some(Error::new(
+            tonic::Code::ResourceExhausted,
+            format!(
+                "too large: this message has {} bytes of body and attributes; an enqueue \
+                 request carries at most {MAX_ENQUEUE_BYTES}",
+                message_bytes(only)
+            ),
+        )),
+        _ => None,
+    }
+}
+
 fn refusal_error(refusal: pb::Refusal) -> Error {
     Error::new(tonic::Code::from_i32(refusal.code), refusal.message)
 }
@@ -818,5 +841,21 @@ mod tests {
             2,
             "a huge one goes alone"
         );
+    }
+
+    #[test]
+    fn a_message_too_large_for_any_request_is_refused_alone() {
+        let huge = [Message::new(vec![0u8; MAX_ENQUEUE_BYTES + 1])];
+        let refusal = too_large_for_a_request(&huge).expect("refused");
+        assert_eq!(refusal.code, tonic::Code::ResourceExhausted);
+        assert!(
+            refusal.message.starts_with("too large"),
+            "{}",
+            refusal.message
+        );
+        let fits = [Message::new(vec![0u8; MAX_ENQUEUE_BYTES])];
+        assert!(too_large_for_a_request(&fits).is_none());
+        let two = [Message::new("a"), Message::new("b")];
+        assert!(too_large_for_a_request(&two).is_none());
     }
 }

@@ -266,13 +266,50 @@ fn endpoint(addr: &str) -> Result<Endpoint> {
     } else {
         format!("http://{addr}")
     };
-    Ok(Endpoint::from_shared(url)
-        .map_err(|err| {
-            Error::new(
-                tonic::Code::InvalidArgument,
-                format!("bad node address {addr:?}: {err}"),
-            )
-        })?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true))
+    let endpoint = Endpoint::from_shared(url).map_err(|err| {
+        Error::new(
+            tonic::Code::InvalidArgument,
+            format!("bad node address {addr:?}: {err}"),
+        )
+    })?;
+    // A missing or out-of-range port would only show as connection errors,
+    // retried until the retry budget runs out.
+    if endpoint.uri().port_u16().is_none_or(|port| port == 0) {
+        return Err(Error::new(
+            tonic::Code::InvalidArgument,
+            format!("bad node address {addr:?}: give host:port, the port 1 to 65535"),
+        ));
+    }
+    Ok(endpoint.connect_timeout(CONNECT_TIMEOUT).tcp_nodelay(true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_address_needs_a_host_and_a_port_and_is_refused_at_once_otherwise() {
+        for good in [
+            "127.0.0.1:7400",
+            "raftq-1.internal:7400",
+            "http://[::1]:7400",
+        ] {
+            assert!(LeaderCache::new(vec![good.into()]).is_ok(), "{good}");
+        }
+        for bad in [
+            "127.0.0.1",
+            "127.0.0.1:99999",
+            "127.0.0.1:0",
+            "nonsense",
+            "::::",
+        ] {
+            match LeaderCache::new(vec![bad.into()]) {
+                Ok(_) => panic!("{bad:?} was accepted"),
+                Err(err) => {
+                    assert_eq!(err.code, tonic::Code::InvalidArgument, "{bad}");
+                    assert!(err.message.contains("bad node address"), "{}", err.message);
+                }
+            }
+        }
+    }
 }

@@ -257,7 +257,7 @@ pub fn refusal_to_pb(refusal: &Refusal) -> pb::Refusal {
     }
 }
 
-/// Parses receipts as printed by receive (`ID-DELIVERY`).
+/// Parses receipts as printed by receive (`ID-LEASE`).
 pub fn receipts_from_pb(receipts: &[String]) -> Result<Vec<Receipt>> {
     receipts
         .iter()

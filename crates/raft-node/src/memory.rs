@@ -63,11 +63,11 @@ impl MemoryBudget {
         let used = self.used();
         if self.limit > 0 && used >= self.limit {
             return Err(Error::MemoryAlarm(format!(
-                "the queue state uses about {} MiB, at or over this node's budget of {} MiB \
-                 (max_state_memory_bytes): enqueues are refused until consumers catch up or \
-                 queues are purged; receives, acks, purges and deletes still work",
-                used >> 20,
-                self.limit >> 20
+                "the queue state uses about {used} bytes of memory, at or over this node's \
+                 budget of {} bytes (max_state_memory_bytes): enqueues are refused until \
+                 consumers catch up or queues are purged; receives, acks, purges and deletes \
+                 still work",
+                self.limit
             )));
         }
         Ok(())

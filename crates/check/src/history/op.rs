@@ -71,7 +71,7 @@ pub struct DeliveryRecord {
     pub payload: PayloadId,
     /// 1 for the first delivery from this queue.
     pub delivery_count: u32,
-    /// The receipt (`ID-DELIVERY`) to ack or nack it with.
+    /// The receipt (`ID-LEASE`) to ack or nack it with.
     pub receipt: String,
     /// Its message group, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]

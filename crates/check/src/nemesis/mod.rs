@@ -350,12 +350,17 @@ fn is_voter(status: &raftq_client::proto::StatusResponse, id: u64) -> bool {
 }
 
 /// Adds node `id` back as a voter unless it is one, retrying for up to two
-/// minutes (it needs a leader, and the node to catch up).
+/// minutes (it needs a leader, and the node to catch up). Only the leader's
+/// view counts: a status answered by a node that was just removed (the
+/// client may still take the old leader for the leader) lists the old
+/// membership, and trusting it left a removed node out of the cluster
+/// (seed 11, seen in CI). `add_node` runs on the leader and is a no-op for a
+/// voter.
 async fn add_back(client: &Client, id: u64, addr: &str) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let why = match client.cluster_status().await {
-            Ok(status) if is_voter(&status, id) => return Ok(()),
+            Ok(status) if status.state == "leader" && is_voter(&status, id) => return Ok(()),
             _ => match tokio::time::timeout(Duration::from_secs(70), client.add_node(id, addr))
                 .await
             {

@@ -19,7 +19,7 @@ pub struct DevArgs {
     /// Where the nodes keep their data (one directory per node).
     #[arg(long, default_value = "./data")]
     pub data_dir: PathBuf,
-    /// Nodes to start (3 or 5).
+    /// Nodes to start (1 to 7; 3 or 5 make a cluster that survives a failure).
     #[arg(long, default_value_t = 3)]
     pub nodes: u16,
     /// gRPC port of node 1; node N listens on this + N - 1.
@@ -114,6 +114,18 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             break;
         };
         stopped.push(id);
+        let log_path = args.data_dir.join(format!("node-{id}.log"));
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+        let tail = tail[tail.len().saturating_sub(3)..].join("\n  ");
+        eprintln!("node {id}'s log ({}) ends:\n  {tail}", log_path.display());
+        let left = children.len() - stopped.len();
+        if left <= children.len() / 2 {
+            eprintln!(
+                "only {left} of {} nodes run: no majority, so the cluster serves nothing until enough are back",
+                children.len()
+            );
+        }
         eprintln!(
             "node {id} exited ({}); the others keep running. Restart it with:\n  {} serve --id {id} --listen {} --http-listen 127.0.0.1:{} --data-dir {} --initial-cluster {}",
             status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()),

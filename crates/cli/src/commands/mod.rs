@@ -47,7 +47,7 @@ pub fn explain(err: raftq_client::Error, cluster: &str) -> anyhow::Error {
 
 /// Queue and receive options as the API names them (and the server's
 /// messages do), with the CLI flag that sets each.
-const CONFIG_FLAGS: [(&str, &str); 15] = [
+const CONFIG_FLAGS: [(&str, &str); 16] = [
     ("visibility_timeout_ms", "visibility-timeout"),
     ("retry_backoff_min_ms", "retry-backoff-min"),
     ("retry_backoff_max_ms", "retry-backoff-max"),
@@ -63,6 +63,7 @@ const CONFIG_FLAGS: [(&str, &str); 15] = [
     ("max_bytes", "max-bytes"),
     ("overflow", "overflow"),
     ("visibility_ms", "visibility"),
+    ("wait_ms", "wait"),
 ];
 
 /// What to do about an error, when there is something to say.
@@ -97,6 +98,9 @@ pub fn hint(err: &raftq_client::Error, cluster: &str) -> Option<String> {
         }
         Code::FailedPrecondition if message.starts_with("unknown receipt") => {
             "the message is gone (acked, purged, expired or dead-lettered); nothing to do".to_string()
+        }
+        Code::ResourceExhausted if message.contains("memory alarm") => {
+            "the cluster holds as many messages as its memory budget allows: consume or purge, or raise max_state_memory_bytes on every node (`raftq serve --max-state-memory-bytes`); receives and acks still work".to_string()
         }
         Code::ResourceExhausted if message.contains("disk alarm") => {
             "free space on that node's data disk (see `raftq cluster status`); receives and acks still work".to_string()

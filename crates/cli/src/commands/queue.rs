@@ -263,7 +263,7 @@ pub async fn run_queue(args: QueueArgs) -> anyhow::Result<()> {
             if json {
                 output::print_json(&json!({ "dlq": dlq, "moved": moved, "skipped": skipped }));
             } else {
-                println!("moved {moved} messages back from {dlq} ({skipped} left: source queue gone or full)");
+                println!("moved {moved} messages back from {dlq} ({skipped} stayed: not dead letters, or their source queue is gone or full)");
             }
         }
     }

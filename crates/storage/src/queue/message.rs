@@ -149,11 +149,11 @@ impl fmt::Display for Receipt {
 impl std::str::FromStr for Receipt {
     type Err = Refusal;
 
-    /// Parses the `ID-DELIVERY` form that `Display` prints.
+    /// Parses the `ID-LEASE` form that `Display` prints.
     fn from_str(text: &str) -> Result<Self, Refusal> {
         let bad = || {
             Refusal::InvalidArgument(format!(
-                "receipt {:?} is not of the form ID-DELIVERY, as printed by receive",
+                "receipt {:?} is not of the form ID-LEASE, as printed by receive",
                 truncate(text, 64)
             ))
         };

@@ -64,6 +64,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     let total_time = tally.elapsed();
 
+    // The dropped consumers release the messages they held unread in the
+    // background; a purge keeps leased messages, so wait (a little) for
+    // those releases, or they would come back after it.
+    if plan.consumers > 0 {
+        await_released(&client, &plan.queue).await;
+    }
     let purged = match client.purge(&plan.queue).await {
         Ok(n) => Some(n),
         Err(err) => {
@@ -250,5 +256,17 @@ async fn progress(tally: Arc<Tally>, consumers: u32) {
         }
         eprintln!("{line}");
         (confirmed_before, received_before) = (counts.confirmed, counts.received);
+    }
+}
+
+/// Waits, at most [`RELEASE_WAIT`], until `queue` has no leased messages.
+async fn await_released(client: &Client, queue: &str) {
+    const RELEASE_WAIT: Duration = Duration::from_secs(5);
+    let deadline = tokio::time::Instant::now() + RELEASE_WAIT;
+    while tokio::time::Instant::now() < deadline {
+        match client.get_queue(queue).await {
+            Ok(info) if info.in_flight > 0 => tokio::time::sleep(Duration::from_millis(50)).await,
+            _ => return,
+        }
     }
 }
