@@ -61,7 +61,7 @@ impl Metrics {
             0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
             5.0, 10.0, 20.0,
         ];
-        Metrics {
+        let metrics = Metrics {
             requests: register(
                 r,
                 IntCounterVec::new(Opts::new("raftq_requests_total", "Requests by operation and gRPC code"), &["op", "code"])
@@ -193,7 +193,12 @@ impl Metrics {
                 .expect("valid metric"),
             ),
             registry,
+        };
+        // Both results from the start, so a dashboard sees 0, not nothing.
+        for result in ["leased", "empty"] {
+            metrics.receives_proposed.with_label_values(&[result]);
         }
+        metrics
     }
 
     /// Counts one finished request.

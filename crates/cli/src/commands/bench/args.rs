@@ -58,8 +58,9 @@ pub struct BenchArgs {
     /// 1000; 0 = publish only).
     #[arg(long, default_value_t = 0, value_name = "N")]
     consumers: u32,
-    /// Body size in bytes (0 to 4194304). With consumers at least 16: the
-    /// first 16 bytes carry the send time and a sequence number.
+    /// Body size in bytes (0 to 4194304; the queue's max_message_bytes, 1 MiB
+    /// by default, applies too). With consumers at least 16: the first 16
+    /// bytes carry the send time and a sequence number.
     #[arg(long, default_value_t = 256, value_name = "BYTES")]
     size: usize,
     /// Open loop: start this many publishes per second in all, spread evenly

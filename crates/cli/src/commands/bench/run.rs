@@ -259,9 +259,11 @@ async fn progress(tally: Arc<Tally>, consumers: u32) {
     }
 }
 
+/// How long the bench waits for its stopped consumers' releases.
+const RELEASE_WAIT: Duration = Duration::from_secs(5);
+
 /// Waits, at most [`RELEASE_WAIT`], until `queue` has no leased messages.
 async fn await_released(client: &Client, queue: &str) {
-    const RELEASE_WAIT: Duration = Duration::from_secs(5);
     let deadline = tokio::time::Instant::now() + RELEASE_WAIT;
     while tokio::time::Instant::now() < deadline {
         match client.get_queue(queue).await {
