@@ -154,6 +154,14 @@ impl TestCluster {
         self.nodes.keys().copied().collect()
     }
 
+    /// A node other than `leader` (the lowest such id).
+    pub fn follower_of(&self, leader: u64) -> u64 {
+        self.ids()
+            .into_iter()
+            .find(|id| *id != leader)
+            .expect("a cluster of more than one node has a follower")
+    }
+
     /// A node's gRPC address.
     pub fn addr(&self, id: u64) -> String {
         self.addrs[&id].to_string()

@@ -9,11 +9,7 @@ use raftq_tests::cluster::TestCluster;
 async fn a_voter_below_its_disk_limit_makes_the_cluster_refuse_enqueues_but_not_draining() {
     let mut cluster = TestCluster::start(3).await;
     let leader = cluster.wait_for_leader().await;
-    let full = cluster
-        .ids()
-        .into_iter()
-        .find(|id| *id != leader)
-        .expect("a follower");
+    let full = cluster.follower_of(leader);
     let client = cluster.client();
     client
         .create_queue("q", Default::default())

@@ -63,11 +63,7 @@ async fn a_restarted_follower_catches_up_from_the_log() {
         .await
         .expect("create");
     let leader = cluster.wait_for_leader().await;
-    let follower = cluster
-        .ids()
-        .into_iter()
-        .find(|id| *id != leader)
-        .expect("follower");
+    let follower = cluster.follower_of(leader);
     println!("phase: stop follower {follower}, write 200 messages");
     let applied_at_stop = cluster
         .node(follower)
@@ -117,11 +113,7 @@ async fn a_follower_behind_a_compacted_log_catches_up_from_a_snapshot() {
         .await
         .expect("create");
     let leader = cluster.wait_for_leader().await;
-    let follower = cluster
-        .ids()
-        .into_iter()
-        .find(|id| *id != leader)
-        .expect("follower");
+    let follower = cluster.follower_of(leader);
     println!(
         "phase: stop follower {follower}, write 400 entries so the leader snapshots and purges"
     );

@@ -129,11 +129,7 @@ async fn a_node_whose_data_was_wiped_never_votes_under_its_old_id_and_nothing_ac
 async fn a_removed_node_that_starts_again_learns_it_was_removed_and_stops_campaigning() {
     let mut cluster = TestCluster::start(3).await;
     let leader = cluster.wait_for_leader().await;
-    let removed = cluster
-        .ids()
-        .into_iter()
-        .find(|id| *id != leader)
-        .expect("a follower");
+    let removed = cluster.follower_of(leader);
     let client = cluster.client();
     client
         .create_queue("q", Default::default())
@@ -201,11 +197,7 @@ async fn a_removed_node_that_starts_again_learns_it_was_removed_and_stops_campai
 async fn a_node_catching_up_from_an_old_record_never_refuses_a_re_added_leader() {
     let mut cluster = TestCluster::start(3).await;
     let leader = cluster.wait_for_leader().await;
-    let wiped = cluster
-        .ids()
-        .into_iter()
-        .find(|id| *id != leader)
-        .expect("a follower");
+    let wiped = cluster.follower_of(leader);
     let client = cluster.client();
     client
         .create_queue(

@@ -20,11 +20,7 @@ fn body(size: usize, seed: u8) -> Bytes {
 async fn a_follower_behind_a_burst_of_large_messages_catches_up() {
     let mut cluster = TestCluster::start(3).await;
     let leader = cluster.wait_for_leader().await;
-    let follower = cluster
-        .ids()
-        .into_iter()
-        .find(|id| *id != leader)
-        .expect("a follower");
+    let follower = cluster.follower_of(leader);
     let client = cluster.client();
     client
         .create_queue(

@@ -90,11 +90,7 @@ async fn a_change_right_after_the_leader_removed_itself_goes_to_the_next_leader(
     let cluster = TestCluster::start(3).await;
     let client = cluster.client();
     let leader = cluster.wait_for_leader().await;
-    let other = cluster
-        .ids()
-        .into_iter()
-        .find(|id| *id != leader)
-        .expect("a follower");
+    let other = cluster.follower_of(leader);
     client.remove_node(leader).await.expect("remove the leader");
     // The same client, so the call goes first to the node it last saw lead.
     let status = client

@@ -28,14 +28,6 @@ fn message(body: &str) -> pb::NewMessage {
     }
 }
 
-fn follower_of(cluster: &TestCluster, leader: u64) -> u64 {
-    cluster
-        .ids()
-        .into_iter()
-        .find(|id| *id != leader)
-        .expect("a follower")
-}
-
 /// Runs every RPC against node `via` and checks the answers.
 async fn exercise_every_rpc(cluster: &TestCluster, via: u64, expect_leader_header: bool) {
     let mut q = queue_client(&cluster.addr(via)).await;
@@ -315,7 +307,7 @@ async fn every_queue_rpc_works_through_the_leader_and_through_a_follower() {
     let cluster = TestCluster::start(3).await;
     let leader = cluster.wait_for_leader().await;
     exercise_every_rpc(&cluster, leader, false).await;
-    exercise_every_rpc(&cluster, follower_of(&cluster, leader), true).await;
+    exercise_every_rpc(&cluster, cluster.follower_of(leader), true).await;
     let digests = cluster.wait_converged().await;
     println!("replicas converged: {digests:?}");
     cluster.shutdown().await;
@@ -329,7 +321,7 @@ fn code_of<T: std::fmt::Debug>(result: Result<tonic::Response<T>, tonic::Status>
 async fn each_bad_input_gets_the_status_code_a_client_acts_on_and_changes_nothing() {
     let cluster = TestCluster::start(3).await;
     let leader = cluster.wait_for_leader().await;
-    for via in [leader, follower_of(&cluster, leader)] {
+    for via in [leader, cluster.follower_of(leader)] {
         println!("phase: bad input via node {via}");
         let mut q = queue_client(&cluster.addr(via)).await;
         let name = format!("strict-{via}");
@@ -599,7 +591,7 @@ async fn each_bad_input_gets_the_status_code_a_client_acts_on_and_changes_nothin
     println!("phase: membership requests naming non-members or bad addresses");
     let mut c = ClusterServiceClient::connect(format!(
         "http://{}",
-        cluster.addr(follower_of(&cluster, leader))
+        cluster.addr(cluster.follower_of(leader))
     ))
     .await
     .expect("connect");
@@ -640,7 +632,7 @@ async fn each_bad_input_gets_the_status_code_a_client_acts_on_and_changes_nothin
 async fn a_waiting_receive_writes_nothing_to_the_log_and_wakes_when_a_message_arrives() {
     let cluster = TestCluster::start(3).await;
     let leader = cluster.wait_for_leader().await;
-    let follower = follower_of(&cluster, leader);
+    let follower = cluster.follower_of(leader);
     let client = cluster.client();
     client
         .create_queue("waiting", Default::default())
@@ -713,7 +705,7 @@ async fn consume_sends_no_more_than_the_credit_granted() {
             .await
             .expect("enqueue");
     }
-    let mut q = queue_client(&cluster.addr(follower_of(&cluster, leader))).await;
+    let mut q = queue_client(&cluster.addr(cluster.follower_of(leader))).await;
     let (credit_tx, credit_rx) = tokio::sync::mpsc::channel(8);
     let start = pb::ConsumeRequest {
         request: Some(pb::consume_request::Request::Start(pb::ConsumeStart {

@@ -44,19 +44,30 @@ impl Timings {
         Self::default()
     }
 
+    /// Changes the stamps of entry `index`, adding it in its place if it is
+    /// not kept. The entries stay sorted by index and new ones arrive at the
+    /// back, so the search from the back stops at once on the append path
+    /// (a full scan there cost every append 4,096 comparisons on a
+    /// follower, where nobody takes the stamps).
     fn with(&self, index: u64, change: impl FnOnce(&mut Stamps)) {
         let mut entries = self.entries.lock().expect("timings lock is never poisoned");
-        let slot = match entries.iter().rposition(|(i, _)| *i == index) {
-            Some(at) => &mut entries[at].1,
-            None => {
-                if entries.len() >= KEPT_ENTRIES {
+        let at = match entries.iter().rposition(|(i, _)| *i <= index) {
+            Some(at) if entries[at].0 == index => at,
+            before => {
+                let at = before.map_or(0, |before| before + 1);
+                entries.insert(at, (index, Stamps::default()));
+                if entries.len() <= KEPT_ENTRIES {
+                    at
+                } else {
                     entries.pop_front();
+                    match at.checked_sub(1) {
+                        Some(at) => at,
+                        None => return, // It was the oldest: dropped at once.
+                    }
                 }
-                entries.push_back((index, Stamps::default()));
-                &mut entries.back_mut().expect("just pushed").1
             }
         };
-        change(slot);
+        change(&mut entries[at].1);
     }
 
     /// Notes that the log store was handed entries `first..=last`.
@@ -148,5 +159,22 @@ mod tests {
         assert!(timings.take(1).is_none(), "taken once");
         timings.appended(10, 10 + KEPT_ENTRIES as u64, t);
         assert!(timings.take(10).is_none(), "the oldest are dropped");
+        assert!(timings.take(11).is_some(), "the newest are kept");
+    }
+
+    #[test]
+    fn stamps_stay_sorted_when_an_entry_is_stamped_out_of_order() {
+        let timings = Timings::new();
+        let t = Instant::now();
+        timings.appended(5, 6, t);
+        timings.apply_started(3, t); // Below every kept entry.
+        timings.appended(4, 4, t); // Between kept entries.
+        timings.appended(5, 5, t); // Again: stamped in place, not added.
+        timings.flushed(6, t);
+        for index in 3..=6 {
+            let stamps = timings.take(index).expect("kept");
+            assert!(stamps.flushed.is_some(), "entry {index} is flushed");
+        }
+        assert!(timings.take(5).is_none(), "entry 5 was kept once");
     }
 }
