@@ -32,9 +32,9 @@
 //! - a failed flush (a full disk, an I/O error) fails every append from then
 //!   on: after a failed fsync the file's state is unknown, so the node must
 //!   stop rather than carry on. A flush that does not return at all (sled can
-//!   hang on a full disk) is visible in [`LogStore::stalled_for`], and vote,
-//!   committed, truncate and purge give up after [`SYNC_TIMEOUT`] with an
-//!   error, so the node stops instead of hanging;
+//!   hang on a full disk) is visible in [`LogStore::stalled_for`], vote and
+//!   truncate give up after [`SYNC_TIMEOUT`] with an error, so the node stops
+//!   instead of hanging, and a failed background purge fails the store;
 //! - a truncation that would remove entries this node has already applied is
 //!   refused as a storage error ([`Error::LogBelowApplied`]): committed
 //!   entries are never overwritten in Raft, so such a request means the
