@@ -312,8 +312,9 @@ async fn heal(backend: &mut dyn Backend, client: &Client, in_force: &mut InForce
     }
     // Every node of the backend must be a voter again, whatever became of
     // the removals.
-    for (id, addr) in backend.members() {
-        add_back(client, id, &addr).await?;
+    let members = backend.members();
+    for (id, addr) in &members {
+        add_back(client, &members, *id, addr).await?;
     }
     Ok(())
 }
@@ -349,26 +350,54 @@ fn is_voter(status: &raftq_client::proto::StatusResponse, id: u64) -> bool {
         .any(|m| m.id == id && (m.role == "voter" || m.role == "leader"))
 }
 
+/// The leader and its status, asked of every member by address: among the
+/// members that call themselves leader, the one with the highest term. A
+/// node that removed itself (or was cut off) may still call itself leader
+/// at an older term and list the old membership; asking "the leader" through
+/// the client could reach it, and trusting its answer left a removed node out
+/// of the cluster (seed 11, seen in CI).
+async fn real_leader(
+    client: &Client,
+    members: &[(u64, String)],
+) -> Option<(String, raftq_client::proto::StatusResponse)> {
+    let mut best: Option<(String, raftq_client::proto::StatusResponse)> = None;
+    for (_, addr) in members {
+        let Ok(Ok(status)) =
+            tokio::time::timeout(Duration::from_secs(5), client.node_status(addr)).await
+        else {
+            continue;
+        };
+        if status.state == "leader" && best.as_ref().is_none_or(|(_, b)| status.term > b.term) {
+            best = Some((addr.clone(), status));
+        }
+    }
+    best
+}
+
 /// Adds node `id` back as a voter unless it is one, retrying for up to two
-/// minutes (it needs a leader, and the node to catch up). Only the leader's
-/// view counts: a status answered by a node that was just removed (the
-/// client may still take the old leader for the leader) lists the old
-/// membership, and trusting it left a removed node out of the cluster
-/// (seed 11, seen in CI). `add_node` runs on the leader and is a no-op for a
-/// voter.
-async fn add_back(client: &Client, id: u64, addr: &str) -> Result<()> {
+/// minutes (it needs a leader, and the node to catch up). Only the real
+/// leader's view counts (see [`real_leader`]), and the request goes to that
+/// leader's address; `add_node` on the leader is a no-op for a voter.
+async fn add_back(client: &Client, members: &[(u64, String)], id: u64, addr: &str) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let why = match client.cluster_status().await {
-            Ok(status) if status.state == "leader" && is_voter(&status, id) => return Ok(()),
-            _ => match tokio::time::timeout(Duration::from_secs(70), client.add_node(id, addr))
-                .await
-            {
-                Ok(Ok(status)) if is_voter(&status, id) => return Ok(()),
-                Ok(Ok(_)) => "not a voter after adding".to_string(),
-                Ok(Err(err)) => err.to_string(),
-                Err(_) => "no answer in 70 s".to_string(),
-            },
+        let why = match real_leader(client, members).await {
+            None => "no member calls itself leader".to_string(),
+            Some((_, status)) if is_voter(&status, id) => return Ok(()),
+            Some((leader_addr, status)) => {
+                let to_leader = Client::connect([leader_addr.as_str()])
+                    .map_err(|err| Error::Setup(err.to_string()))?;
+                match tokio::time::timeout(Duration::from_secs(70), to_leader.add_node(id, addr))
+                    .await
+                {
+                    Ok(Ok(after)) if after.node_id == status.node_id && is_voter(&after, id) => {
+                        return Ok(());
+                    }
+                    Ok(Ok(_)) => "not a voter after adding".to_string(),
+                    Ok(Err(err)) => err.to_string(),
+                    Err(_) => "no answer in 70 s".to_string(),
+                }
+            }
         };
         if Instant::now() >= deadline {
             return Err(Error::Setup(format!(
