@@ -11,7 +11,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use raftq_client::{Client, RetryPolicy};
+use raftq_client::{Client, ClientConfig, ClientTls, RetryPolicy};
+use raftq_raft_node::auth::Permission;
+use raftq_raft_node::pki::ClusterCerts;
 use raftq_raft_node::{Node, NodeConfig, NodeHandle};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
@@ -25,6 +27,7 @@ pub struct TestCluster {
     addrs: BTreeMap<u64, SocketAddr>,
     configs: BTreeMap<u64, NodeConfig>,
     root: tempfile::TempDir,
+    certs: Option<ClusterCerts>,
 }
 
 /// Settings of the nodes of a test cluster.
@@ -42,6 +45,63 @@ pub struct Settings {
     pub max_state_memory_bytes: Option<u64>,
     /// Every node's proposal queue bound, bytes.
     pub proposal_queue_bytes: usize,
+    /// TLS, mutual TLS and token auth ([`SECURE_USERS`]) on every node.
+    pub secure: bool,
+    /// Every node's bound on waiting receives per connection.
+    pub max_waits_per_connection: usize,
+}
+
+/// A test user: name, token, admin, and permissions by queue pattern.
+pub type TestUser = (&'static str, &'static str, bool, Grants);
+/// Permissions by queue pattern.
+pub type Grants = &'static [(&'static str, &'static [Permission])];
+
+/// The users of a secured test cluster: name, token, admin, grants. The
+/// harness's own clients use the first (an admin with every permission).
+pub const SECURE_USERS: [TestUser; 3] = [
+    (
+        "admin",
+        "admin-token",
+        true,
+        &[(
+            "*",
+            &[Permission::Send, Permission::Receive, Permission::Manage],
+        )],
+    ),
+    (
+        "orders",
+        "orders-token",
+        false,
+        &[("orders.*", &[Permission::Send, Permission::Receive])],
+    ),
+    (
+        "reader",
+        "reader-token",
+        false,
+        &[("*", &[Permission::Receive])],
+    ),
+];
+
+/// The users file of [`SECURE_USERS`], with `extra` grants for `orders`.
+pub fn users_file(extra_orders: &[(&str, &[Permission])]) -> String {
+    SECURE_USERS
+        .iter()
+        .map(|(name, token, admin, grants)| {
+            let mut grants: Vec<(String, Vec<Permission>)> = grants
+                .iter()
+                .map(|(p, perms)| (p.to_string(), perms.to_vec()))
+                .collect();
+            if *name == "orders" {
+                grants.extend(
+                    extra_orders
+                        .iter()
+                        .map(|(p, perms)| (p.to_string(), perms.to_vec())),
+                );
+            }
+            raftq_raft_node::auth::user_entry(name, token, *admin, &grants).expect("a valid entry")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 impl Default for Settings {
@@ -53,6 +113,8 @@ impl Default for Settings {
             max_clock_skew_ms: NodeConfig::default().max_clock_skew_ms,
             max_state_memory_bytes: None,
             proposal_queue_bytes: NodeConfig::default().proposal_queue_bytes,
+            secure: false,
+            max_waits_per_connection: NodeConfig::default().max_waits_per_connection,
         }
     }
 }
@@ -71,6 +133,7 @@ fn base_config(id: u64, addr: SocketAddr, dir: PathBuf, settings: &Settings) -> 
         max_clock_skew_ms: settings.max_clock_skew_ms,
         max_state_memory_bytes: settings.max_state_memory_bytes,
         proposal_queue_bytes: settings.proposal_queue_bytes,
+        max_waits_per_connection: settings.max_waits_per_connection,
         ..NodeConfig::default()
     }
 }
@@ -101,11 +164,19 @@ impl TestCluster {
             .collect();
         let initial: BTreeMap<u64, String> =
             addrs.iter().map(|(id, a)| (*id, a.to_string())).collect();
+        let certs = settings.secure.then(|| {
+            let hosts = (1..=size)
+                .map(|id| (id, vec!["127.0.0.1".to_string()]))
+                .collect();
+            raftq_raft_node::pki::make_cluster(&root.path().join("tls"), &hosts)
+                .expect("make certificates")
+        });
         let mut cluster = TestCluster {
             nodes: BTreeMap::new(),
             addrs,
             configs: BTreeMap::new(),
             root,
+            certs,
         };
         for (id, listener) in listeners {
             let mut config = base_config(
@@ -115,6 +186,13 @@ impl TestCluster {
                 &settings,
             );
             config.initial_cluster = initial.clone();
+            if let Some(certs) = &cluster.certs {
+                // One users file per node, so a test can make them differ.
+                let users = cluster.root.path().join(format!("users-{id}.toml"));
+                std::fs::write(&users, users_file(&[])).expect("write the users file");
+                config.tls = Some(certs.nodes[&id].clone());
+                config.auth_file = Some(users);
+            }
             cluster.configs.insert(id, config.clone());
             let handle = Node::start_on(config, listener, std::future::pending())
                 .await
@@ -177,14 +255,18 @@ impl TestCluster {
         self.nodes.get(&id).is_some_and(Option::is_some)
     }
 
-    /// A client seeded with every node.
+    /// A client seeded with every node (on a secured cluster: TLS with the
+    /// cluster's CA, and the admin's token).
     pub fn client(&self) -> Client {
         let seeds: Vec<String> = self.addrs.values().map(ToString::to_string).collect();
-        Client::with_retry(
+        Client::with_config(
             seeds,
-            RetryPolicy {
-                max_elapsed: Duration::from_secs(40),
-                ..RetryPolicy::default()
+            ClientConfig {
+                retry: RetryPolicy {
+                    max_elapsed: Duration::from_secs(40),
+                    ..RetryPolicy::default()
+                },
+                ..self.client_config(Some(SECURE_USERS[0].1))
             },
         )
         .expect("valid seeds")
@@ -192,14 +274,53 @@ impl TestCluster {
 
     /// A client that talks only to node `id`.
     pub fn client_of(&self, id: u64) -> Client {
-        Client::with_retry(
+        self.client_of_as(id, Some(SECURE_USERS[0].1))
+    }
+
+    /// A client that talks only to node `id` with `token` (TLS on a
+    /// secured cluster).
+    pub fn client_of_as(&self, id: u64, token: Option<&str>) -> Client {
+        Client::with_config(
             [self.addr(id)],
-            RetryPolicy {
-                max_elapsed: Duration::ZERO,
-                ..RetryPolicy::default()
+            ClientConfig {
+                retry: RetryPolicy {
+                    max_elapsed: Duration::ZERO,
+                    ..RetryPolicy::default()
+                },
+                ..self.client_config(token)
             },
         )
         .expect("valid seed")
+    }
+
+    /// TLS with the cluster's CA (when secured) and `token`.
+    pub fn client_config(&self, token: Option<&str>) -> ClientConfig {
+        ClientConfig {
+            tls: self.certs.as_ref().map(|certs| ClientTls {
+                ca_pem: std::fs::read(&certs.ca).expect("read the CA"),
+                ..ClientTls::default()
+            }),
+            token: self.certs.as_ref().and(token).map(str::to_string),
+            ..ClientConfig::default()
+        }
+    }
+
+    /// The certificates of a secured cluster.
+    pub fn certs(&self) -> &ClusterCerts {
+        self.certs.as_ref().expect("a secured cluster")
+    }
+
+    /// The directory the cluster's files live in.
+    pub fn root(&self) -> &std::path::Path {
+        self.root.path()
+    }
+
+    /// Node `id`'s users file (secured clusters).
+    pub fn users_file(&self, id: u64) -> PathBuf {
+        self.configs[&id]
+            .auth_file
+            .clone()
+            .expect("a secured cluster")
     }
 
     /// The leader as running nodes agree on it, waiting until they do.

@@ -41,6 +41,8 @@ enum Command {
     Nack(commands::queue::NackArgs),
     /// Cluster status and membership changes.
     Cluster(commands::admin::ClusterArgs),
+    /// Users and tokens for clusters with auth on (`add-user`, `hash`).
+    Auth(commands::auth::AuthArgs),
     /// Measure a cluster with producers and consumers through the client library:
     /// throughput, publish → confirm and publish → receive latency.
     Bench(commands::bench::BenchArgs),
@@ -74,6 +76,7 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => commands::serve::run(args).await,
+            Command::Auth(args) => commands::auth::run(args),
             Command::Dev(args) => commands::dev::run(args).await,
             Command::Queue(args) => commands::queue::run_queue(args).await,
             Command::Send(args) => commands::queue::run_send(args).await,

@@ -14,11 +14,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::security::{ClientTls, Credentials, Transport};
 use bytes::Bytes;
 use raftq_proto::v1 as pb;
 use raftq_proto::v1::cluster_service_client::ClusterServiceClient;
 use raftq_proto::v1::queue_service_client::QueueServiceClient;
-use tonic::transport::Channel;
 
 use crate::error::{Error, Result};
 use crate::leader::LeaderCache;
@@ -115,8 +115,22 @@ pub struct ReceiveOptions {
     pub consumer: String,
 }
 
+/// Everything a [`Client`] can be set up with.
+#[derive(Clone, Debug, Default)]
+pub struct ClientConfig {
+    /// How calls are retried.
+    pub retry: RetryPolicy,
+    /// TLS: the cluster's CA, and a client certificate when it asks for
+    /// one. `None`: plaintext.
+    pub tls: Option<ClientTls>,
+    /// The bearer token sent on every call (clusters with auth on).
+    pub token: Option<String>,
+}
+
 struct Inner {
     leader: LeaderCache,
+    tls: Option<ClientTls>,
+    credentials: Credentials,
     retry: RetryPolicy,
     client_id: String,
     next_dedup: AtomicU64,
@@ -147,6 +161,39 @@ impl Client {
         seeds: impl IntoIterator<Item = S>,
         retry: RetryPolicy,
     ) -> Result<Self> {
+        Self::with_config(
+            seeds,
+            ClientConfig {
+                retry,
+                ..ClientConfig::default()
+            },
+        )
+    }
+
+    /// A client with every setting: retries, TLS and the bearer token. Fails
+    /// only on malformed addresses, TLS files that do not parse, or a token
+    /// a header cannot carry.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> raftq_client::Result<()> {
+    /// use raftq_client::{Client, ClientConfig, ClientTls};
+    /// let tls = ClientTls::from_files("ca.pem".as_ref(), None, None)?;
+    /// let client = Client::with_config(
+    ///     ["node-1.example:7400"],
+    ///     ClientConfig {
+    ///         tls: Some(tls),
+    ///         token: Some("rq_…".into()),
+    ///         ..ClientConfig::default()
+    ///     },
+    /// )?;
+    /// # Ok(()) }
+    /// ```
+    pub fn with_config<S: Into<String>>(
+        seeds: impl IntoIterator<Item = S>,
+        config: ClientConfig,
+    ) -> Result<Self> {
+        let ClientConfig { retry, tls, token } = config;
+        let credentials = Credentials::new(token.as_deref())?;
         let seeds = seeds
             .into_iter()
             .map(Into::into)
@@ -157,8 +204,10 @@ impl Client {
             .finish();
         Ok(Client {
             inner: Arc::new(Inner {
-                leader: LeaderCache::new(seeds)?,
+                leader: LeaderCache::new(seeds, tls.clone(), credentials.clone())?,
                 retry,
+                tls,
+                credentials,
                 client_id: format!("{random:016x}"),
                 next_dedup: AtomicU64::new(1),
             }),
@@ -170,7 +219,7 @@ impl Client {
         self.inner.leader.seeds()
     }
 
-    fn queue_client(channel: Channel) -> QueueServiceClient<Channel> {
+    fn queue_client(channel: Transport) -> QueueServiceClient<Transport> {
         QueueServiceClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES)
@@ -186,7 +235,7 @@ impl Client {
     /// retrying retryable failures until the retry policy gives up.
     pub(crate) async fn with_retries<T, F, Fut>(&self, call: F) -> Result<T>
     where
-        F: FnMut(Channel) -> Fut,
+        F: FnMut(Transport) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
         self.with_retries_waiting(Duration::ZERO, call).await
@@ -201,7 +250,7 @@ impl Client {
         mut call: F,
     ) -> Result<T>
     where
-        F: FnMut(Channel) -> Fut,
+        F: FnMut(Transport) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
         let started = Instant::now();
@@ -665,14 +714,36 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn node_status(&self, addr: &str) -> Result<pb::StatusResponse> {
-        let single = Client::with_retry(
-            [addr],
+        let single = self.to_node(
+            addr,
             RetryPolicy {
                 max_elapsed: Duration::ZERO,
                 ..self.inner.retry
             },
         )?;
         single.status_of(true).await
+    }
+
+    /// A client of the node at `addr` only, with this client's TLS and
+    /// token, and the retry policy given.
+    pub fn to_node(&self, addr: &str, retry: RetryPolicy) -> Result<Client> {
+        let random = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        Ok(Client {
+            inner: Arc::new(Inner {
+                leader: LeaderCache::new(
+                    vec![addr.to_string()],
+                    self.inner.tls.clone(),
+                    self.inner.credentials.clone(),
+                )?,
+                retry,
+                tls: self.inner.tls.clone(),
+                credentials: self.inner.credentials.clone(),
+                client_id: format!("{random:016x}"),
+                next_dedup: AtomicU64::new(1),
+            }),
+        })
     }
 
     /// Adds a node: it joins as a learner and becomes a voter once caught up.
@@ -722,7 +793,7 @@ impl Client {
     }
 
     /// The current target's channel (for the consumer's stream).
-    pub(crate) async fn target(&self) -> Result<(String, Channel)> {
+    pub(crate) async fn target(&self) -> Result<(String, Transport)> {
         self.inner.leader.target().await
     }
 

@@ -27,6 +27,7 @@ use tonic::metadata::MetadataMap;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::error::{Error, Result};
+use crate::security::{ClientTls, Credentials, Transport};
 
 /// How long to wait for a TCP connection to a node.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -39,6 +40,8 @@ pub const SKIP_FOR: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub struct LeaderCache {
     seeds: Vec<String>,
+    tls: Option<ClientTls>,
+    credentials: Credentials,
     state: Mutex<State>,
 }
 
@@ -54,13 +57,16 @@ struct State {
 }
 
 impl State {
-    fn channel(&mut self, addr: &str) -> Result<Channel> {
-        if let Some(channel) = self.channels.get(addr) {
-            return Ok(channel.clone());
-        }
-        let channel = endpoint(addr)?.connect_lazy();
-        self.channels.insert(addr.to_string(), channel.clone());
-        Ok(channel)
+    fn channel(&mut self, addr: &str, cache: &LeaderCache) -> Result<Transport> {
+        let channel = match self.channels.get(addr) {
+            Some(channel) => channel.clone(),
+            None => {
+                let channel = endpoint(addr, cache.tls.as_ref())?.connect_lazy();
+                self.channels.insert(addr.to_string(), channel.clone());
+                channel
+            }
+        };
+        Ok(Transport::new(channel, cache.credentials.clone()))
     }
 
     fn is_skipped(&self, addr: &str) -> bool {
@@ -71,8 +77,13 @@ impl State {
 }
 
 impl LeaderCache {
-    /// A cache over `seeds` (`host:port` each).
-    pub fn new(seeds: Vec<String>) -> Result<Self> {
+    /// A cache over `seeds` (`host:port` each), connecting with `tls` when
+    /// given and sending `credentials` on every call.
+    pub fn new(
+        seeds: Vec<String>,
+        tls: Option<ClientTls>,
+        credentials: Credentials,
+    ) -> Result<Self> {
         if seeds.is_empty() {
             return Err(Error::new(
                 tonic::Code::InvalidArgument,
@@ -80,10 +91,12 @@ impl LeaderCache {
             ));
         }
         for seed in &seeds {
-            endpoint(seed)?;
+            endpoint(seed, tls.as_ref())?;
         }
         Ok(LeaderCache {
             seeds,
+            tls,
+            credentials,
             state: Mutex::default(),
         })
     }
@@ -96,12 +109,12 @@ impl LeaderCache {
     /// The address to try next, and a channel to it: the leader when known,
     /// else a node known to answer, else the first of the nodes not skipped
     /// to answer a status probe.
-    pub async fn target(&self) -> Result<(String, Channel)> {
+    pub async fn target(&self) -> Result<(String, Transport)> {
         let candidates = {
             let mut state = self.lock();
             if let Some(leader) = state.leader.clone() {
                 if !state.is_skipped(&leader) {
-                    let channel = state.channel(&leader)?;
+                    let channel = state.channel(&leader, self)?;
                     return Ok((leader, channel));
                 }
                 state.leader = None;
@@ -114,7 +127,7 @@ impl LeaderCache {
                 .iter()
                 .find(|a| state.answered.get(*a) == Some(&true) && !state.is_skipped(a))
             {
-                let channel = state.channel(addr)?;
+                let channel = state.channel(addr, self)?;
                 return Ok((addr.clone(), channel));
             }
             let mut open: Vec<String> = ordered
@@ -128,7 +141,7 @@ impl LeaderCache {
                 open = ordered;
             }
             open.into_iter()
-                .map(|addr| state.channel(&addr).map(|channel| (addr, channel)))
+                .map(|addr| state.channel(&addr, self).map(|channel| (addr, channel)))
                 .collect::<Result<Vec<_>>>()?
         };
         self.probe(candidates).await
@@ -136,7 +149,7 @@ impl LeaderCache {
 
     /// Asks every candidate for its status at once; the first to answer
     /// wins, or the leader it names. Those that fail are skipped for a while.
-    async fn probe(&self, candidates: Vec<(String, Channel)>) -> Result<(String, Channel)> {
+    async fn probe(&self, candidates: Vec<(String, Transport)>) -> Result<(String, Transport)> {
         if let [(addr, channel)] = candidates.as_slice() {
             // One seed: nothing to choose between, no probe to pay for.
             return Ok((addr.clone(), channel.clone()));
@@ -168,7 +181,7 @@ impl LeaderCache {
                 {
                     Some(leader) => {
                         state.leader = Some(leader.clone());
-                        let channel = state.channel(&leader)?;
+                        let channel = state.channel(&leader, self)?;
                         Ok((leader, channel))
                     }
                     None => Ok((addr, channel)),
@@ -181,7 +194,7 @@ impl LeaderCache {
                 tracing::debug!(seeds = %addrs.join(","), "no node answered the probe in time");
                 let mut state = self.lock();
                 let first = addrs[0].clone();
-                let channel = state.channel(&first)?;
+                let channel = state.channel(&first, self)?;
                 Ok((first, channel))
             }
         }
@@ -260,12 +273,22 @@ impl LeaderCache {
     }
 }
 
-fn endpoint(addr: &str) -> Result<Endpoint> {
-    let url = if addr.starts_with("http://") || addr.starts_with("https://") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
-    };
+fn endpoint(addr: &str, tls: Option<&ClientTls>) -> Result<Endpoint> {
+    let bare = addr
+        .strip_prefix("http://")
+        .or_else(|| addr.strip_prefix("https://"))
+        .unwrap_or(addr);
+    let url =
+        match tls {
+            Some(_) => format!("https://{bare}"),
+            None if addr.starts_with("https://") => return Err(Error::new(
+                tonic::Code::InvalidArgument,
+                format!(
+                    "{addr:?} asks for TLS: give the cluster's CA certificate (--ca or RAFTQ_CA)"
+                ),
+            )),
+            None => format!("http://{bare}"),
+        };
     let endpoint = Endpoint::from_shared(url).map_err(|err| {
         Error::new(
             tonic::Code::InvalidArgument,
@@ -280,6 +303,21 @@ fn endpoint(addr: &str) -> Result<Endpoint> {
             format!("bad node address {addr:?}: give host:port, the port 1 to 65535"),
         ));
     }
+    let endpoint = match tls {
+        Some(tls) => endpoint.tls_config(tls.config()).map_err(|err| {
+            let mut text = err.to_string();
+            let mut source = std::error::Error::source(&err);
+            while let Some(inner) = source {
+                text = format!("{text}: {inner}");
+                source = inner.source();
+            }
+            Error::new(
+                tonic::Code::InvalidArgument,
+                format!("TLS settings for {addr}: {text}"),
+            )
+        })?,
+        None => endpoint,
+    };
     Ok(endpoint.connect_timeout(CONNECT_TIMEOUT).tcp_nodelay(true))
 }
 
@@ -294,7 +332,10 @@ mod tests {
             "raftq-1.internal:7400",
             "http://[::1]:7400",
         ] {
-            assert!(LeaderCache::new(vec![good.into()]).is_ok(), "{good}");
+            assert!(
+                LeaderCache::new(vec![good.into()], None, Credentials::default()).is_ok(),
+                "{good}"
+            );
         }
         for bad in [
             "127.0.0.1",
@@ -303,7 +344,7 @@ mod tests {
             "nonsense",
             "::::",
         ] {
-            match LeaderCache::new(vec![bad.into()]) {
+            match LeaderCache::new(vec![bad.into()], None, Credentials::default()) {
                 Ok(_) => panic!("{bad:?} was accepted"),
                 Err(err) => {
                     assert_eq!(err.code, tonic::Code::InvalidArgument, "{bad}");

@@ -26,12 +26,14 @@ pub mod error;
 pub mod leader;
 pub mod producer;
 pub mod retry;
+pub mod security;
 
-pub use client::{Client, Enqueued, Message, ReceiveOptions};
+pub use client::{Client, ClientConfig, Enqueued, Message, ReceiveOptions};
 pub use consumer::{Consumer, ConsumerConfig, Received};
 pub use error::{Error, Result};
 pub use producer::{Producer, ProducerConfig};
 pub use retry::RetryPolicy;
+pub use security::ClientTls;
 /// gRPC status codes, as carried by [`Error::code`].
 pub use tonic::Code;
 

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::tls::TlsPaths;
 
 /// Default gRPC port (clients and peers).
 pub const DEFAULT_GRPC_PORT: u16 = 7400;
@@ -77,6 +78,18 @@ pub struct NodeConfig {
     /// failover drills and tests (a clock that is wrong), never for use in
     /// production.
     pub clock_offset_ms: i64,
+    /// TLS on the gRPC port and mutual TLS between nodes ([`crate::tls`]);
+    /// `None`: plaintext.
+    pub tls: Option<TlsPaths>,
+    /// The users file ([`crate::auth`]); when set, every public call needs a
+    /// bearer token and the permission it uses. `None`: auth off.
+    pub auth_file: Option<PathBuf>,
+    /// Most requests one client connection may have in flight at once
+    /// (HTTP/2 concurrent streams; more wait on the client).
+    pub max_streams_per_connection: u32,
+    /// Most receives one connection may hold waiting (long-polls) at once;
+    /// one more is refused with `RESOURCE_EXHAUSTED`.
+    pub max_waits_per_connection: usize,
 }
 
 impl Default for NodeConfig {
@@ -102,6 +115,10 @@ impl Default for NodeConfig {
             max_state_memory_bytes: None,
             proposal_queue_bytes: crate::propose::PROPOSAL_QUEUE_BYTES,
             clock_offset_ms: 0,
+            tls: None,
+            auth_file: None,
+            max_streams_per_connection: 1_024,
+            max_waits_per_connection: 256,
         }
     }
 }
@@ -189,6 +206,11 @@ impl NodeConfig {
             return bad(format!(
                 "max_state_memory_bytes must be 0 (no limit) or at least 1 MiB (1048576), not {bytes}"
             ));
+        }
+        if self.max_streams_per_connection == 0 || self.max_waits_per_connection == 0 {
+            return bad(
+                "max_streams_per_connection and max_waits_per_connection must be at least 1".into(),
+            );
         }
         Ok(())
     }
@@ -286,6 +308,23 @@ pub struct ServeArgs {
         allow_hyphen_values = true
     )]
     pub clock_offset_ms: Option<i64>,
+    /// TLS: this node's certificate (PEM), with `node-<ID>.raftq` and the
+    /// names clients dial among its subject alternative names. Needs
+    /// --tls-key and --tls-client-ca; the node then refuses plaintext.
+    #[arg(long, env = "RAFTQ_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS: the private key of --tls-cert (PEM).
+    #[arg(long, env = "RAFTQ_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// TLS: the cluster CA (PEM). Peers must present a certificate from it
+    /// naming them (mutual TLS); clients may present one.
+    #[arg(long, env = "RAFTQ_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Users file (TOML: names, token hashes, per-queue permissions; see
+    /// `raftq auth add-user`). When set, every call needs a token. Re-read on
+    /// SIGHUP.
+    #[arg(long, env = "RAFTQ_AUTH_FILE")]
+    pub auth_file: Option<PathBuf>,
     /// TOML file with any of the settings above (snake_case keys).
     #[arg(long, env = "RAFTQ_CONFIG")]
     pub config: Option<PathBuf>,
@@ -314,6 +353,12 @@ struct FileConfig {
     max_clock_skew_ms: Option<u64>,
     max_state_memory_bytes: Option<u64>,
     proposal_queue_bytes: Option<usize>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
+    auth_file: Option<PathBuf>,
+    max_streams_per_connection: Option<u32>,
+    max_waits_per_connection: Option<usize>,
 }
 
 impl ServeArgs {
@@ -391,9 +436,42 @@ impl ServeArgs {
                 .proposal_queue_bytes
                 .unwrap_or(defaults.proposal_queue_bytes),
             clock_offset_ms: self.clock_offset_ms.unwrap_or(defaults.clock_offset_ms),
+            tls: tls_paths(
+                self.tls_cert.clone().or(file.tls_cert),
+                self.tls_key.clone().or(file.tls_key),
+                self.tls_client_ca.clone().or(file.tls_client_ca),
+            )?,
+            auth_file: self.auth_file.clone().or(file.auth_file),
+            max_streams_per_connection: file
+                .max_streams_per_connection
+                .unwrap_or(defaults.max_streams_per_connection),
+            max_waits_per_connection: file
+                .max_waits_per_connection
+                .unwrap_or(defaults.max_waits_per_connection),
         };
         config.validate()?;
         Ok(config)
+    }
+}
+
+/// The TLS files: all three or none.
+fn tls_paths(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    client_ca: Option<PathBuf>,
+) -> Result<Option<TlsPaths>> {
+    match (cert, key, client_ca) {
+        (None, None, None) => Ok(None),
+        (Some(cert), Some(key), Some(client_ca)) => Ok(Some(TlsPaths {
+            cert,
+            key,
+            client_ca,
+        })),
+        _ => Err(Error::Config(
+            "tls_cert, tls_key and tls_client_ca go together: the node's certificate and key, \
+             and the cluster CA that authenticates its peers"
+                .into(),
+        )),
     }
 }
 

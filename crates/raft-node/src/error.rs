@@ -40,6 +40,9 @@ pub enum Error {
     /// A membership request names a node that is not a member.
     #[error("node {0} is not a member of the cluster: see `raftq cluster status`")]
     NotMember(u64),
+    /// The caller lacks a permission; the text names it and the queue.
+    #[error("{0}")]
+    PermissionDenied(String),
     /// Configuration is invalid; the text names the rule.
     #[error("invalid configuration: {0}")]
     Config(String),

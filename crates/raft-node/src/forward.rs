@@ -7,7 +7,9 @@
 //! clients go there next. A forwarded request carries [`FORWARDED_HEADER`];
 //! a node that receives one and does not lead answers `UNAVAILABLE` with its
 //! leader hint instead of forwarding again, so stale views can never bounce a
-//! request around the cluster.
+//! request around the cluster. The header grants nothing: a forwarded call
+//! carries its caller's own token and the leader checks it again
+//! ([`crate::auth`]).
 
 use openraft::Raft;
 use raftq_storage::{NodeId, TypeConfig};
@@ -79,14 +81,14 @@ impl Forwarder {
         match self.leader() {
             Some((id, _)) if id == self.id => Ok(Route::Local),
             Some((id, Some(addr))) if !forwarded => {
-                let channel = self.channel(&addr)?;
+                let channel = self.channel(id, &addr)?;
                 Ok(Route::Leader { id, addr, channel })
             }
             _ => Err(self.not_leader()),
         }
     }
 
-    fn channel(&self, addr: &str) -> Result<Channel> {
-        self.channels.get(addr).map_err(Error::Unavailable)
+    fn channel(&self, id: NodeId, addr: &str) -> Result<Channel> {
+        self.channels.get(id, addr).map_err(Error::Unavailable)
     }
 }

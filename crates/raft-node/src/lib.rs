@@ -37,8 +37,11 @@
 //! [`ticker`] proposes housekeeping ticks and registers members' log
 //! incarnations, [`bootstrap`] forms the cluster on first start, [`metrics`]
 //! and [`service::http`] expose the node. A storage failure or hang stops
-//! the node ([`node`]).
+//! the node ([`node`]). [`tls`] and [`auth`] decide who may call: peers by
+//! certificate, users by token and per-queue permission; [`limits`] bounds
+//! what one connection may hold.
 
+pub mod auth;
 pub mod bootstrap;
 pub mod clock;
 pub mod config;
@@ -47,15 +50,18 @@ pub mod disk;
 pub mod error;
 pub mod forward;
 pub mod identity;
+pub mod limits;
 pub mod memory;
 pub mod metrics;
 pub mod network;
 pub mod node;
+pub mod pki;
 pub mod propose;
 pub mod read;
 pub mod service;
 pub mod shutdown;
 pub mod ticker;
+pub mod tls;
 pub mod wait;
 
 pub use config::{NodeConfig, ServeArgs};

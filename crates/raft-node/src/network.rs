@@ -52,6 +52,7 @@ use tonic::transport::{Channel, Endpoint};
 use crate::clock::Clock;
 use crate::disk::DiskMonitor;
 use crate::identity::{Identity, RefusalKind, Refused};
+use crate::tls::Tls;
 
 /// Timeout of one snapshot chunk RPC (a chunk is at most 4 MiB).
 pub const SNAPSHOT_CHUNK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -130,11 +131,24 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// snapshot chunk and the largest proposal batch.
 pub const MAX_GRPC_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
-/// Opens (lazily) a channel to `addr` (`host:port`), its connections
-/// starting from `source` when one is given.
-pub fn channel(addr: &str, source: Option<IpAddr>) -> Result<Channel, String> {
-    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|err| format!("bad address {addr:?}: {err}"))?
+/// Opens (lazily) a channel to node `target` at `addr` (`host:port`), its
+/// connections starting from `source` when one is given; with `tls`, over
+/// mutual TLS expecting the target's name in its certificate.
+pub fn channel(
+    target: NodeId,
+    addr: &str,
+    source: Option<IpAddr>,
+    tls: Option<&Tls>,
+) -> Result<Channel, String> {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
+        .map_err(|err| format!("bad address {addr:?}: {err}"))?;
+    if let Some(tls) = tls {
+        endpoint = endpoint
+            .tls_config(tls.peer_client_config(target))
+            .map_err(|err| format!("TLS to node {target} at {addr}: {err}"))?;
+    }
+    let endpoint = endpoint
         .local_address(source)
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
@@ -143,35 +157,39 @@ pub fn channel(addr: &str, source: Option<IpAddr>) -> Result<Channel, String> {
     Ok(endpoint.connect_lazy())
 }
 
-/// One lazily connected channel per address, shared by everything that
-/// talks to that address (Raft traffic, forwarded requests).
+/// One lazily connected channel per peer and address, shared by everything
+/// that talks to that peer (Raft traffic, forwarded requests).
 #[derive(Clone, Debug, Default)]
 pub struct Channels {
-    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    channels: Arc<Mutex<HashMap<(NodeId, String), Channel>>>,
     source: Option<IpAddr>,
+    tls: Option<Tls>,
 }
 
 impl Channels {
     /// Channels whose connections start from `source` (the node's
     /// `source_address`), or from an address the system picks.
-    pub fn new(source: Option<IpAddr>) -> Self {
+    /// With `tls`, every channel is mutual TLS.
+    pub fn new(source: Option<IpAddr>, tls: Option<Tls>) -> Self {
         Channels {
             channels: Arc::default(),
             source,
+            tls,
         }
     }
 
-    /// The channel to `addr`, opened on first use.
-    pub fn get(&self, addr: &str) -> Result<Channel, String> {
+    /// The channel to node `target` at `addr`, opened on first use.
+    pub fn get(&self, target: NodeId, addr: &str) -> Result<Channel, String> {
         let mut channels = self
             .channels
             .lock()
             .expect("channel map lock is never poisoned");
-        if let Some(channel) = channels.get(addr) {
+        let key = (target, addr.to_string());
+        if let Some(channel) = channels.get(&key) {
             return Ok(channel.clone());
         }
-        let channel = channel(addr, self.source)?;
-        channels.insert(addr.to_string(), channel.clone());
+        let channel = channel(target, addr, self.source, self.tls.as_ref())?;
+        channels.insert(key, channel.clone());
         Ok(channel)
     }
 }
@@ -242,7 +260,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             source: self.source,
             target,
             addr: node.addr.clone(),
-            client: self.channels.get(&node.addr).map(|channel| {
+            client: self.channels.get(target, &node.addr).map(|channel| {
                 RaftServiceClient::new(channel)
                     .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
                     .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES)

@@ -87,6 +87,12 @@ pub struct Node {
     /// Ready messages already claimed by receives being proposed, per queue:
     /// one ready message wakes one long-polling receiver, not all of them.
     pub receive_claims: crate::wait::Claims,
+    /// The users and their permissions, when auth is on.
+    pub auth: Option<Arc<crate::auth::Auth>>,
+    /// This node's TLS material, when TLS is on.
+    pub tls: Option<crate::tls::Tls>,
+    /// Waiting receives held per client connection.
+    pub wait_slots: Arc<crate::limits::WaitSlots>,
     /// Set when the node cannot go on (its storage failed or hangs);
     /// [`NodeHandle::wait`] returns the reason as an error.
     fatal: watch::Sender<Option<String>>,
@@ -166,7 +172,22 @@ impl Node {
         }
         .validate()
         .map_err(|err| Error::Config(err.to_string()))?;
-        let channels = Channels::new(config.source_address);
+        // TLS and users are read before anything listens: a bad file stops
+        // the start with its name.
+        let tls = config.tls.as_ref().map(crate::tls::Tls::load).transpose()?;
+        let auth = config
+            .auth_file
+            .as_deref()
+            .map(crate::auth::Auth::load)
+            .transpose()?
+            .map(Arc::new);
+        if auth.is_some() && tls.is_none() {
+            tracing::warn!(
+                "auth is on without TLS: tokens cross the network in the clear; set tls_cert, \
+                 tls_key and tls_client_ca"
+            );
+        }
+        let channels = Channels::new(config.source_address, tls.clone());
         let raft = Raft::new(
             config.id,
             Arc::new(raft_config),
@@ -198,6 +219,9 @@ impl Node {
             forwarder: Forwarder::new(config.id, raft.clone(), channels),
             membership_change: tokio::sync::Mutex::new(()),
             receive_claims: Default::default(),
+            auth,
+            tls,
+            wait_slots: crate::limits::WaitSlots::new(config.max_waits_per_connection),
             memory: Arc::new(crate::memory::MemoryBudget::new(
                 config.max_state_memory_bytes,
             )),
@@ -232,6 +256,12 @@ impl Node {
             None => None,
         };
         tasks.push(tokio::spawn(crate::ticker::run(node.clone())));
+        if let Some(auth) = node.auth.clone() {
+            tasks.push(tokio::spawn(reload_users_on_sighup(
+                auth,
+                node.shutdown_signal(),
+            )));
+        }
         tasks.push(tokio::spawn(watch_state(node.clone())));
         tasks.push(tokio::spawn(watch_memory(node.clone())));
         tasks.push(tokio::spawn(watch_standing(node.clone())));
@@ -439,6 +469,30 @@ async fn watch_standing(node: Arc<Node>) {
     }
 }
 
+/// Re-reads the users file on every `SIGHUP`; a file that does not parse is
+/// logged and the users stay as they were.
+async fn reload_users_on_sighup(auth: Arc<crate::auth::Auth>, mut stop: watch::Receiver<bool>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP: the users file is read only at start");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|stop| *stop) => return,
+            got = hangups.recv() => {
+                if got.is_none() {
+                    return;
+                }
+                match auth.reload() {
+                    Ok(users) => tracing::info!(users, "SIGHUP: users file read again"),
+                    Err(err) => tracing::error!(error = %err, "SIGHUP: the users file was not taken; the users stay as they were"),
+                }
+            }
+        }
+    }
+}
+
 async fn serve_grpc(node: Arc<Node>, listener: TcpListener, context: PeerContext) {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
@@ -449,19 +503,41 @@ async fn serve_grpc(node: Arc<Node>, listener: TcpListener, context: PeerContext
         .build_v1()
         .expect("the descriptor set built with the proto crate is valid");
     let mut shutdown = node.shutdown_signal();
-    let result = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder()
         .tcp_nodelay(true)
-        .add_service(
-            RaftServiceServer::new(RaftServer::new(node.id, node.raft.clone(), context))
-                .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES),
-        )
-        .add_service(
-            QueueServiceServer::new(QueueApi::new(node.clone()))
-                .max_decoding_message_size(crate::service::queue::MAX_REQUEST_BYTES)
-                .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES),
-        )
-        .add_service(ClusterServiceServer::new(ClusterApi::new(node.clone())))
+        .max_concurrent_streams(node.config.max_streams_per_connection);
+    if let Some(tls) = &node.tls {
+        // `Tls::load` built this same configuration at start.
+        builder = match builder.tls_config(tls.server_config()) {
+            Ok(builder) => builder,
+            Err(err) => {
+                node.fail(format!("TLS configuration refused: {err}"));
+                return;
+            }
+        };
+    }
+    let authenticate = crate::auth::Auth::authenticate(node.auth.clone());
+    let raft_service = RaftServiceServer::new(RaftServer::new(
+        node.id,
+        node.raft.clone(),
+        context,
+        node.tls.is_some(),
+    ))
+    .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
+    let queue_service = QueueServiceServer::new(QueueApi::new(node.clone()))
+        .max_decoding_message_size(crate::service::queue::MAX_REQUEST_BYTES)
+        .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
+    let result = builder
+        .add_service(raft_service)
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            queue_service,
+            authenticate.clone(),
+        ))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            ClusterServiceServer::new(ClusterApi::new(node.clone())),
+            authenticate,
+        ))
         .add_service(health_service)
         .add_service(reflection)
         // Nagle's algorithm on server sockets would hold small responses back

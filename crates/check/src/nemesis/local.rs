@@ -94,6 +94,17 @@ impl LocalCluster {
     /// advertises its proxy's address and connects to its peers from
     /// 127.0.1.N. Runs inside a tokio runtime (the proxies are tasks on it).
     pub fn start(exe: &Path, dir: &Path, size: u64) -> Result<Self> {
+        Self::start_with(exe, dir, size, |_| Vec::new())
+    }
+
+    /// As [`LocalCluster::start`], with more `raftq serve` flags for each
+    /// node (`extra(id)`: TLS and auth for a secured drill).
+    pub fn start_with(
+        exe: &Path,
+        dir: &Path,
+        size: u64,
+        extra: impl Fn(u64) -> Vec<String>,
+    ) -> Result<Self> {
         check_size(size)?;
         let sources = (1..=size).map(|id| (source_of(id), id)).collect();
         let mut proxies = Proxies::new(sources);
@@ -126,6 +137,7 @@ impl LocalCluster {
                 "--source-address".into(),
                 source_of(id).to_string(),
             ]);
+            args.extend(extra(id));
             cluster.launch(id, advertised.to_string(), args, dir)?;
         }
         Ok(cluster)

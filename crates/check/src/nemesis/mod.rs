@@ -385,7 +385,8 @@ async fn add_back(client: &Client, members: &[(u64, String)], id: u64, addr: &st
             None => "no member calls itself leader".to_string(),
             Some((_, status)) if is_voter(&status, id) => return Ok(()),
             Some((leader_addr, status)) => {
-                let to_leader = Client::connect([leader_addr.as_str()])
+                let to_leader = client
+                    .to_node(&leader_addr, raftq_client::RetryPolicy::default())
                     .map_err(|err| Error::Setup(err.to_string()))?;
                 match tokio::time::timeout(Duration::from_secs(70), to_leader.add_node(id, addr))
                     .await

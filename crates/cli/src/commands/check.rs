@@ -90,6 +90,11 @@ pub struct CheckArgs {
     /// Keep the local cluster's data directory afterwards.
     #[arg(long)]
     keep: bool,
+    /// Run the local cluster with TLS, mutual TLS between the nodes and
+    /// token auth (throwaway certificates and an admin token under the
+    /// drill's directory). Local nemesis only.
+    #[arg(long)]
+    secure: bool,
     #[command(flatten)]
     client: ClientArgs,
 }
@@ -116,6 +121,18 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<()> {
 
 async fn drill(args: &CheckArgs, seed: u64, dir: &std::path::Path) -> anyhow::Result<()> {
     let mut backend: Option<Box<dyn Backend>> = None;
+    let secured = match (args.secure, args.nemesis.as_str()) {
+        (false, _) => None,
+        (true, "local") => {
+            let ids: Vec<u64> = (1..=args.nodes).collect();
+            let secured = super::auth::Secured::throwaway(&dir.join("tls"), &ids)?;
+            eprintln!("secured: TLS, mutual TLS and token auth (files under {})", dir.join("tls").display());
+            Some(secured)
+        }
+        (true, other) => anyhow::bail!(
+            "--secure works with --nemesis local only, not {other}; against a secured cluster of your own, use --nemesis none with --ca and --token"
+        ),
+    };
     let addrs: Vec<String> = match args.nemesis.as_str() {
         "none" => args
             .client
@@ -128,7 +145,12 @@ async fn drill(args: &CheckArgs, seed: u64, dir: &std::path::Path) -> anyhow::Re
             std::fs::create_dir_all(dir)?;
             let exe = std::env::current_exe()?;
             let cluster = if args.nemesis == "local" {
-                LocalCluster::start(&exe, dir, args.nodes)?
+                match &secured {
+                    Some(secured) => LocalCluster::start_with(&exe, dir, args.nodes, |id| {
+                        secured.serve_args(id)
+                    })?,
+                    None => LocalCluster::start(&exe, dir, args.nodes)?,
+                }
             } else {
                 LocalCluster::start_in_namespaces(&exe, dir, args.nodes)?
             };
@@ -160,7 +182,12 @@ async fn drill(args: &CheckArgs, seed: u64, dir: &std::path::Path) -> anyhow::Re
             addrs
         }
     };
-    let client = Client::connect(addrs.clone()).map_err(|err| explain(err, &addrs.join(",")))?;
+    let client_config = match &secured {
+        Some(secured) => secured.client_config(),
+        None => args.client.config()?,
+    };
+    let client = Client::with_config(addrs.clone(), client_config)
+        .map_err(|err| explain(err, &addrs.join(",")))?;
     if raftq_check::wait_for_leader(&client, Duration::from_secs(30))
         .await
         .is_none()

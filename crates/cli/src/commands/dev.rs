@@ -4,7 +4,9 @@
 //! 7401–7403, HTTP 9401–9403) with data under `./data/node-N`, prints the
 //! addresses, each node's pid (kill one to watch a failover) and three
 //! commands to try, and stops them all cleanly on Ctrl-C. A second start
-//! keeps the data: the nodes recover their queues from disk.
+//! keeps the data: the nodes recover their queues from disk. With
+//! `--secure` the nodes run TLS, mutual TLS and token auth on throwaway
+//! certificates ([`super::auth::Secured`]).
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -28,6 +30,12 @@ pub struct DevArgs {
     /// HTTP (metrics) port of node 1; node N listens on this + N - 1.
     #[arg(long, default_value_t = 9401)]
     pub http_base_port: u16,
+    /// TLS, mutual TLS between the nodes and token auth: makes a throwaway
+    /// CA, node and client certificates and an admin token under
+    /// DATA_DIR/tls (kept for the next start) and prints the `export` lines
+    /// that point the CLI at them.
+    #[arg(long)]
+    pub secure: bool,
 }
 
 /// Runs the dev cluster until Ctrl-C.
@@ -43,6 +51,21 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let addr = |id: u16| format!("127.0.0.1:{}", args.base_port + id - 1);
     let cluster: Vec<String> = ids.iter().map(|&id| format!("{id}={}", addr(id))).collect();
     std::fs::create_dir_all(&args.data_dir)?;
+    let secured = if args.secure {
+        let ids: Vec<u64> = ids.iter().map(|&id| u64::from(id)).collect();
+        Some(super::auth::Secured::throwaway(
+            &args.data_dir.join("tls"),
+            &ids,
+        )?)
+    } else {
+        None
+    };
+    let secure_args = |id: u16| {
+        secured
+            .as_ref()
+            .map(|s| s.serve_args(u64::from(id)))
+            .unwrap_or_default()
+    };
     let mut children: Vec<(u16, Child)> = Vec::new();
     for &id in &ids {
         let dir = args.data_dir.join(format!("node-{id}"));
@@ -58,6 +81,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             .arg("--data-dir")
             .arg(&dir)
             .args(["--initial-cluster", &cluster.join(",")])
+            .args(secure_args(id))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -85,6 +109,19 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     } else {
         format!(" --cluster {}", seeds.join(","))
     };
+    if let Some(secured) = &secured {
+        println!(
+            "\nSecured: TLS, mutual TLS between the nodes, token auth (files under {}).",
+            args.data_dir.join("tls").display()
+        );
+        println!("Point the CLI at it, in the terminal you use:");
+        println!("  export RAFTQ_CA={}", secured.certs.ca.display());
+        println!("  export RAFTQ_TOKEN={}", secured.token);
+        println!(
+            "More users: raftq auth add-user NAME --file {} --allow 'orders.*=send,receive', then kill -HUP the nodes.",
+            secured.users.display()
+        );
+    }
     println!("\nTry, in another terminal:");
     println!("  raftq queue create jobs{cluster_flag}");
     println!("  echo hello | raftq send jobs{cluster_flag}");
@@ -127,13 +164,17 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             );
         }
         eprintln!(
-            "node {id} exited ({}); the others keep running. Restart it with:\n  {} serve --id {id} --listen {} --http-listen 127.0.0.1:{} --data-dir {} --initial-cluster {}",
+            "node {id} exited ({}); the others keep running. Restart it with:\n  {} serve --id {id} --listen {} --http-listen 127.0.0.1:{} --data-dir {} --initial-cluster {}{}",
             status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()),
             exe.display(),
             addr(id),
             args.http_base_port + id - 1,
             args.data_dir.join(format!("node-{id}")).display(),
-            cluster.join(",")
+            cluster.join(","),
+            secure_args(id)
+                .iter()
+                .map(|a| format!(" {a}"))
+                .collect::<String>()
         );
     }
     for (id, child) in &mut children {

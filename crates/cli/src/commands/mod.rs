@@ -1,13 +1,16 @@
 //! One file per command family.
 
 pub mod admin;
+pub mod auth;
 pub mod bench;
 pub mod check;
 pub mod dev;
 pub mod queue;
 pub mod serve;
 
-use raftq_client::Client;
+use std::path::PathBuf;
+
+use raftq_client::{Client, ClientConfig, ClientTls};
 
 /// The dev cluster's addresses, the default for `--cluster`.
 pub const DEV_CLUSTER: &str = "127.0.0.1:7401,127.0.0.1:7402,127.0.0.1:7403";
@@ -21,10 +24,22 @@ pub struct ClientArgs {
     /// Print JSON (one object per line) instead of text.
     #[arg(long, global = true)]
     pub json: bool,
+    /// TLS: the cluster's CA certificate (PEM); connections use TLS when set.
+    #[arg(long, env = "RAFTQ_CA", global = true)]
+    pub ca: Option<PathBuf>,
+    /// TLS: this client's certificate (PEM), for clusters that ask for one.
+    #[arg(long, env = "RAFTQ_CERT", global = true, requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// TLS: the key of --cert (PEM).
+    #[arg(long, env = "RAFTQ_KEY", global = true, requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// Bearer token, for clusters with auth on (`raftq auth add-user` makes one).
+    #[arg(long, env = "RAFTQ_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 impl ClientArgs {
-    /// A client over `--cluster`.
+    /// A client over `--cluster`, with TLS and the token when given.
     pub fn client(&self) -> anyhow::Result<Client> {
         let seeds: Vec<String> = self
             .cluster
@@ -32,8 +47,27 @@ impl ClientArgs {
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty())
             .collect();
-        Client::connect(seeds)
+        Client::with_config(seeds, self.config()?)
             .map_err(|err| anyhow::anyhow!("--cluster {:?}: {}", self.cluster, err.message))
+    }
+
+    /// The client settings of these flags.
+    pub fn config(&self) -> anyhow::Result<ClientConfig> {
+        let tls = match &self.ca {
+            Some(ca) => Some(
+                ClientTls::from_files(ca, self.cert.as_deref(), self.key.as_deref())
+                    .map_err(|err| anyhow::anyhow!("{}", err.message))?,
+            ),
+            None if self.cert.is_some() => {
+                anyhow::bail!("--cert needs --ca (the cluster's CA certificate) too")
+            }
+            None => None,
+        };
+        Ok(ClientConfig {
+            tls,
+            token: self.token.clone(),
+            ..ClientConfig::default()
+        })
     }
 }
 
@@ -71,6 +105,19 @@ pub fn hint(err: &raftq_client::Error, cluster: &str) -> Option<String> {
     use raftq_client::Code;
     let message = err.message.as_str();
     Some(match err.code {
+        Code::Unauthenticated => {
+            "pass the token with --token or RAFTQ_TOKEN (`raftq dev --secure` prints one; an admin makes them with `raftq auth add-user`)".to_string()
+        }
+        Code::PermissionDenied => {
+            "ask the cluster's admin for the permission (the users file, see docs/SECURITY.md)".to_string()
+        }
+        Code::Unavailable
+            if ["certificate", "tls", "TLS", "handshake", "InvalidContentType"]
+                .iter()
+                .any(|word| message.contains(word)) =>
+        {
+            format!("TLS failed with {cluster}: give the cluster's CA with --ca or RAFTQ_CA (and check the node's certificate names the host you dial)")
+        }
         Code::Unavailable if message.contains("takes no part") => format!(
             "the node that answered takes no part in the cluster (see the note in `raftq cluster status --cluster {cluster}`); name other nodes in --cluster"
         ),

@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
 use super::call;
+use crate::auth::Caller;
 use crate::config::check_addr;
 use crate::error::{Error, Result};
 use crate::identity::Standing;
@@ -267,18 +268,37 @@ async fn remove_node(node: &Node, id: u64) -> Result<pb::StatusResponse> {
     Ok(status(node, false))
 }
 
+/// What a caller who is not an admin sees of a status: who answered, who
+/// leads, the term and the state; not the members, indexes or disks.
+fn leader_only(full: pb::StatusResponse) -> pb::StatusResponse {
+    pb::StatusResponse {
+        node_id: full.node_id,
+        leader_id: full.leader_id,
+        leader_addr: full.leader_addr,
+        term: full.term,
+        state: full.state,
+        ..pb::StatusResponse::default()
+    }
+}
+
 #[tonic::async_trait]
 impl ClusterService for ClusterApi {
     async fn status(
         &self,
         request: Request<pb::StatusRequest>,
     ) -> std::result::Result<Response<pb::StatusResponse>, Status> {
+        // Any authenticated caller may ask (clients find the leader this
+        // way); only an admin sees the membership, indexes and disks.
+        let admin = Caller::of(&request)?.is_admin();
         call(
             &self.node,
             "status",
             false,
             request,
             |node, req| async move {
+                if !admin {
+                    return Ok(leader_only(status(&node, false)));
+                }
                 if !req.digest {
                     return Ok(status(&node, false));
                 }
@@ -296,6 +316,9 @@ impl ClusterService for ClusterApi {
         &self,
         request: Request<pb::AddNodeRequest>,
     ) -> std::result::Result<Response<pb::AddNodeResponse>, Status> {
+        Caller::of(&request)?
+            .check_admin("adding a node")
+            .map_err(super::status::to_status)?;
         call(
             &self.node,
             "add_node",
@@ -318,6 +341,9 @@ impl ClusterService for ClusterApi {
         &self,
         request: Request<pb::RemoveNodeRequest>,
     ) -> std::result::Result<Response<pb::RemoveNodeResponse>, Status> {
+        Caller::of(&request)?
+            .check_admin("removing a node")
+            .map_err(super::status::to_status)?;
         call(
             &self.node,
             "remove_node",

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
+use crate::auth::AUTHORIZATION_HEADER;
 use crate::error::Result;
 use crate::forward::{Route, FORWARDED_HEADER};
 use crate::node::{Node, REQUEST_TIMEOUT};
@@ -46,6 +47,33 @@ fn node_status(node: &Node, err: crate::error::Error) -> Status {
 /// Whether another node forwarded this request.
 pub fn is_forwarded<T>(request: &Request<T>) -> bool {
     request.metadata().contains_key(FORWARDED_HEADER)
+}
+
+/// Whether a member forwarded this request: it carries the forwarded mark
+/// and, with TLS on, came over a connection with a member's node
+/// certificate. Only per-connection limits look at this; permissions never
+/// do (a forwarded call is authorized as its own caller).
+pub fn from_peer<T>(node: &Node, request: &Request<T>) -> bool {
+    if !is_forwarded(request) {
+        return false;
+    }
+    if node.tls.is_none() {
+        return true;
+    }
+    let Some(certs) = crate::tls::caller_certs(request) else {
+        return false;
+    };
+    let metrics = node.raft.metrics();
+    let members: Vec<u64> = metrics
+        .borrow()
+        .membership_config
+        .membership()
+        .nodes()
+        .map(|(id, _)| *id)
+        .collect();
+    members
+        .into_iter()
+        .any(|id| crate::tls::is_node(&certs, id))
 }
 
 /// Runs one public call: locally with `local` when this node leads (or when
@@ -79,11 +107,17 @@ where
             .map(Response::new)
             .map_err(|err| node_status(node, err)),
         Ok(Route::Leader { id, addr, channel }) => {
+            // The caller's own token goes along: the leader authorizes the
+            // call as its caller, never as this node.
+            let token = request.metadata().get(AUTHORIZATION_HEADER).cloned();
             let mut forwarded = Request::new(request.into_inner());
             forwarded.metadata_mut().insert(
                 FORWARDED_HEADER,
                 tonic::metadata::MetadataValue::from_static("1"),
             );
+            if let Some(token) = token {
+                forwarded.metadata_mut().insert(AUTHORIZATION_HEADER, token);
+            }
             forwarded.set_timeout(FORWARD_TIMEOUT);
             match forward(channel, forwarded).await {
                 Ok(mut response) => {

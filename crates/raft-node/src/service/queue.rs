@@ -28,6 +28,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::call;
 use super::status::to_status;
+use crate::auth::{Caller, Permission};
 use crate::convert;
 use crate::error::{Error, Result};
 use crate::forward::Route;
@@ -63,6 +64,18 @@ impl QueueApi {
     pub fn new(node: Arc<Node>) -> Self {
         QueueApi { node }
     }
+}
+
+/// Refuses the call with `PERMISSION_DENIED` unless its caller has
+/// `permission` on `queue` ([`crate::auth`]); nothing is proposed first.
+fn authorize<T>(
+    request: &Request<T>,
+    permission: Permission,
+    queue: &str,
+) -> std::result::Result<(), Status> {
+    Caller::of(request)?
+        .check(permission, queue)
+        .map_err(to_status)
 }
 
 fn client(channel: Channel) -> QueueServiceClient<Channel> {
@@ -110,6 +123,7 @@ impl QueueService for QueueApi {
         &self,
         request: Request<pb::CreateQueueRequest>,
     ) -> std::result::Result<Response<pb::CreateQueueResponse>, Status> {
+        authorize(&request, Permission::Manage, &request.get_ref().name)?;
         call(
             &self.node,
             "create_queue",
@@ -135,6 +149,7 @@ impl QueueService for QueueApi {
         &self,
         request: Request<pb::UpdateQueueRequest>,
     ) -> std::result::Result<Response<pb::UpdateQueueResponse>, Status> {
+        authorize(&request, Permission::Manage, &request.get_ref().name)?;
         call(
             &self.node,
             "update_queue",
@@ -161,6 +176,7 @@ impl QueueService for QueueApi {
         &self,
         request: Request<pb::DeleteQueueRequest>,
     ) -> std::result::Result<Response<pb::DeleteQueueResponse>, Status> {
+        authorize(&request, Permission::Manage, &request.get_ref().name)?;
         call(
             &self.node,
             "delete_queue",
@@ -188,6 +204,7 @@ impl QueueService for QueueApi {
         &self,
         request: Request<pb::ListQueuesRequest>,
     ) -> std::result::Result<Response<pb::ListQueuesResponse>, Status> {
+        let caller = Caller::of(&request)?;
         call(
             &self.node,
             "list_queues",
@@ -203,7 +220,11 @@ impl QueueService for QueueApi {
                     .await
                     .map_err(|err| Error::Internal(format!("queue stats: {err}")))?;
                 Ok(pb::ListQueuesResponse {
-                    queues: stats.into_iter().map(convert::info_to_pb).collect(),
+                    queues: stats
+                        .into_iter()
+                        .filter(|info| caller.sees(&info.name))
+                        .map(convert::info_to_pb)
+                        .collect(),
                 })
             },
             |channel, req| async move { client(channel).list_queues(req).await },
@@ -215,6 +236,9 @@ impl QueueService for QueueApi {
         &self,
         request: Request<pb::GetQueueRequest>,
     ) -> std::result::Result<Response<pb::GetQueueResponse>, Status> {
+        Caller::of(&request)?
+            .check_sees(&request.get_ref().name)
+            .map_err(to_status)?;
         call(
             &self.node,
             "get_queue",
@@ -241,6 +265,7 @@ impl QueueService for QueueApi {
         &self,
         request: Request<pb::EnqueueRequest>,
     ) -> std::result::Result<Response<pb::EnqueueResponse>, Status> {
+        authorize(&request, Permission::Send, &request.get_ref().queue)?;
         call(
             &self.node,
             "enqueue",
@@ -325,6 +350,14 @@ impl QueueService for QueueApi {
         &self,
         request: Request<pb::ReceiveRequest>,
     ) -> std::result::Result<Response<pb::ReceiveResponse>, Status> {
+        authorize(&request, Permission::Receive, &request.get_ref().queue)?;
+        // A receive that may wait holds one of its connection's wait slots
+        // until it answers (forwarded ones are counted where they arrived).
+        let _slot = if request.get_ref().wait_ms > 0 && !super::from_peer(&self.node, &request) {
+            self.node.wait_slots.take(request.remote_addr())?
+        } else {
+            None
+        };
         call(
             &self.node,
             "receive",
@@ -371,12 +404,13 @@ impl QueueService for QueueApi {
         &self,
         request: Request<Streaming<pb::ConsumeRequest>>,
     ) -> std::result::Result<Response<Self::ConsumeStream>, Status> {
+        let caller = Caller::of(&request)?;
         call(
             &self.node,
             "consume",
             true,
             request,
-            |node, inbound| async move { consume_local(node, inbound).await },
+            |node, inbound| async move { consume_local(node, caller, inbound).await },
             |channel, req| async move {
                 // Relay the client's stream to the leader and the leader's back.
                 let (metadata, extensions, inbound) = req.into_parts();
@@ -397,6 +431,7 @@ impl QueueService for QueueApi {
         &self,
         request: Request<pb::AckRequest>,
     ) -> std::result::Result<Response<pb::AckResponse>, Status> {
+        authorize(&request, Permission::Receive, &request.get_ref().queue)?;
         call(
             &self.node,
             "ack",
@@ -424,6 +459,7 @@ impl QueueService for QueueApi {
         &self,
         request: Request<pb::NackRequest>,
     ) -> std::result::Result<Response<pb::NackResponse>, Status> {
+        authorize(&request, Permission::Receive, &request.get_ref().queue)?;
         call(
             &self.node,
             "nack",
@@ -454,6 +490,7 @@ impl QueueService for QueueApi {
         &self,
         request: Request<pb::ExtendRequest>,
     ) -> std::result::Result<Response<pb::ExtendResponse>, Status> {
+        authorize(&request, Permission::Receive, &request.get_ref().queue)?;
         call(
             &self.node,
             "extend",
@@ -491,6 +528,7 @@ impl QueueService for QueueApi {
         &self,
         request: Request<pb::ReleaseRequest>,
     ) -> std::result::Result<Response<pb::ReleaseResponse>, Status> {
+        authorize(&request, Permission::Receive, &request.get_ref().queue)?;
         call(
             &self.node,
             "release",
@@ -518,6 +556,7 @@ impl QueueService for QueueApi {
         &self,
         request: Request<pb::PurgeRequest>,
     ) -> std::result::Result<Response<pb::PurgeResponse>, Status> {
+        authorize(&request, Permission::Manage, &request.get_ref().name)?;
         call(
             &self.node,
             "purge",
@@ -546,6 +585,7 @@ impl QueueService for QueueApi {
         &self,
         request: Request<pb::RedriveRequest>,
     ) -> std::result::Result<Response<pb::RedriveResponse>, Status> {
+        authorize(&request, Permission::Manage, &request.get_ref().dlq)?;
         call(
             &self.node,
             "redrive",
@@ -589,6 +629,7 @@ impl QueueService for QueueApi {
 /// again at once.
 async fn consume_local(
     node: Arc<Node>,
+    caller: Caller,
     mut inbound: Streaming<pb::ConsumeRequest>,
 ) -> Result<ConsumeStream> {
     let start = match inbound.message().await {
@@ -606,6 +647,7 @@ async fn consume_local(
             )))
         }
     };
+    caller.check(Permission::Receive, &start.queue)?;
     let credit = u64::from(start.credit);
     if credit == 0 || credit > MAX_CONSUME_CREDIT {
         return Err(Error::InvalidArgument(format!(

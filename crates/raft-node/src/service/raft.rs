@@ -2,6 +2,12 @@
 //! chunk RPCs, checks who sent them ([`crate::identity`], [`crate::clock`]),
 //! and hands them to openraft.
 //!
+//! With TLS on, a message is taken only from a connection whose verified
+//! client certificate names the node the message says it comes from
+//! ([`crate::tls::is_node`]); anything else gets `UNAUTHENTICATED` before its
+//! payload is decoded, so a process without a peer certificate can neither
+//! append entries, vote nor install a snapshot.
+//!
 //! A refused message gets `FAILED_PRECONDITION` with the `raftq-refusal`
 //! metadata naming why, so the sender can act on it (stop campaigning when
 //! it was removed or lost its data).
@@ -24,12 +30,24 @@ pub struct RaftServer {
     id: NodeId,
     raft: Raft<TypeConfig>,
     context: PeerContext,
+    peers_need_certs: bool,
 }
 
 impl RaftServer {
-    /// The service of node `id`.
-    pub fn new(id: NodeId, raft: Raft<TypeConfig>, context: PeerContext) -> Self {
-        RaftServer { id, raft, context }
+    /// The service of node `id`; with `peers_need_certs` (TLS on), every
+    /// sender must present its node certificate.
+    pub fn new(
+        id: NodeId,
+        raft: Raft<TypeConfig>,
+        context: PeerContext,
+        peers_need_certs: bool,
+    ) -> Self {
+        RaftServer {
+            id,
+            raft,
+            context,
+            peers_need_certs,
+        }
     }
 
     /// Checks the target id and the sender's identity, records its clock and
@@ -38,7 +56,28 @@ impl RaftServer {
         &self,
         request: Request<RaftMessage>,
     ) -> Result<(RaftMessage, T), Status> {
+        let certs = crate::tls::caller_certs(&request);
         let message = request.into_inner();
+        if self.peers_need_certs {
+            let Some(certs) = certs else {
+                return Err(Status::unauthenticated(
+                    "the Raft service takes messages only from peers with a node certificate \
+                     from the cluster CA (mutual TLS)",
+                ));
+            };
+            if !crate::tls::is_node(&certs, message.source) {
+                tracing::warn!(
+                    claimed = message.source,
+                    "refusing a Raft message whose certificate does not name its sender"
+                );
+                return Err(Status::unauthenticated(format!(
+                    "the caller's certificate does not name node {} ({}): a peer must present \
+                     its own node certificate",
+                    message.source,
+                    crate::tls::peer_name(message.source)
+                )));
+            }
+        }
         if message.target != self.id {
             return Err(Status::failed_precondition(format!(
                 "this is node {}, not node {}: the sender's membership has a wrong address",

@@ -34,6 +34,7 @@ pub fn to_status(err: Error) -> Status {
         Error::TooLarge(_) | Error::DiskAlarm(_) | Error::MemoryAlarm(_) => Code::ResourceExhausted,
         Error::Timeout(_) => Code::DeadlineExceeded,
         Error::NotMember(_) => Code::NotFound,
+        Error::PermissionDenied(_) => Code::PermissionDenied,
         Error::Storage(_) | Error::Io(_) | Error::Internal(_) => Code::Internal,
     };
     let mut status = Status::new(code, err.to_string());

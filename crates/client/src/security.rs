@@ -1,0 +1,118 @@
+//! TLS and the bearer token: how the client proves who it is and checks
+//! that it reached the cluster.
+//!
+//! With [`ClientTls`], every connection is TLS: the nodes' certificates must
+//! chain to the CA given, and name the host dialled (or
+//! [`ClientTls::domain`]). A client certificate is sent when the cluster
+//! asks for one; it grants nothing by itself. With a token, every call
+//! carries `authorization: Bearer <token>`; the cluster answers
+//! `UNAUTHENTICATED` to a missing or unknown token and `PERMISSION_DENIED`
+//! to a call the token's user may not make.
+
+use std::path::Path;
+
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+
+use crate::error::{Error, Result};
+
+/// TLS settings of a client.
+#[derive(Clone, Debug, Default)]
+pub struct ClientTls {
+    /// The CA certificate(s), PEM, that the nodes' certificates chain to.
+    pub ca_pem: Vec<u8>,
+    /// This client's certificate and private key, PEM each, for clusters
+    /// that ask for one.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+    /// The name to expect in the nodes' certificates when it is not the
+    /// host of the address dialled (an IP address dialled through a name).
+    pub domain: Option<String>,
+}
+
+impl ClientTls {
+    /// Reads the CA and, when both are given, a client certificate and key
+    /// (PEM files). A missing file is `INVALID_ARGUMENT` naming it.
+    pub fn from_files(ca: &Path, cert: Option<&Path>, key: Option<&Path>) -> Result<Self> {
+        let read = |what: &str, path: &Path| {
+            std::fs::read(path).map_err(|err| {
+                Error::new(
+                    tonic::Code::InvalidArgument,
+                    format!("cannot read the {what} {}: {err}", path.display()),
+                )
+            })
+        };
+        let identity = match (cert, key) {
+            (Some(cert), Some(key)) => {
+                Some((read("client certificate", cert)?, read("client key", key)?))
+            }
+            (None, None) => None,
+            _ => {
+                return Err(Error::new(
+                    tonic::Code::InvalidArgument,
+                    "a client certificate needs its key, and a key its certificate",
+                ))
+            }
+        };
+        Ok(ClientTls {
+            ca_pem: read("CA certificate", ca)?,
+            identity,
+            domain: None,
+        })
+    }
+
+    /// tonic's form of these settings.
+    pub(crate) fn config(&self) -> ClientTlsConfig {
+        let mut config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&self.ca_pem));
+        if let Some((cert, key)) = &self.identity {
+            config = config.identity(Identity::from_pem(cert, key));
+        }
+        if let Some(domain) = &self.domain {
+            config = config.domain_name(domain.clone());
+        }
+        config
+    }
+}
+
+/// Adds the bearer token, if any, to every request.
+#[derive(Clone, Debug, Default)]
+pub struct Credentials {
+    token: Option<MetadataValue<Ascii>>,
+}
+
+impl Credentials {
+    /// Credentials carrying `token`; a token with characters a header cannot
+    /// hold is `INVALID_ARGUMENT`.
+    pub fn new(token: Option<&str>) -> Result<Self> {
+        let token = token
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(|token| {
+                format!("Bearer {token}").parse().map_err(|_| {
+                    Error::new(
+                        tonic::Code::InvalidArgument,
+                        "the token holds characters a gRPC header cannot carry",
+                    )
+                })
+            })
+            .transpose()?;
+        Ok(Credentials { token })
+    }
+}
+
+impl tonic::service::Interceptor for Credentials {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> std::result::Result<tonic::Request<()>, tonic::Status> {
+        if let Some(token) = &self.token {
+            request
+                .metadata_mut()
+                .insert("authorization", token.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A connection to one node with the client's credentials on every call.
+pub type Transport = InterceptedService<Channel, Credentials>;

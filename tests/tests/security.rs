@@ -1,0 +1,595 @@
+//! Security: TLS, mutual TLS between nodes, tokens and per-queue
+//! permissions, on a real 3-node cluster with certificates made for the
+//! test (`raftq_raft_node::pki`) and real TLS on loopback.
+//!
+//! Users ([`SECURE_USERS`]): `admin` (everything), `orders` (send and
+//! receive on `orders.*`), `reader` (receive on every queue).
+
+use std::time::Duration;
+
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use openraft::{SnapshotMeta, Vote};
+use raftq_client::{Client, ClientConfig, ClientTls, Code, Message, ReceiveOptions, RetryPolicy};
+use raftq_proto::internal::raft_service_client::RaftServiceClient;
+use raftq_proto::internal::RaftMessage;
+use raftq_raft_node::auth::Permission;
+use raftq_storage::{codec, TypeConfig};
+use raftq_tests::cluster::{Settings, TestCluster, SECURE_USERS};
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+
+async fn secured() -> TestCluster {
+    TestCluster::start_with(
+        3,
+        Settings {
+            secure: true,
+            ..Settings::default()
+        },
+    )
+    .await
+}
+
+fn token_of(name: &str) -> &'static str {
+    SECURE_USERS
+        .iter()
+        .find(|(n, ..)| *n == name)
+        .map(|(_, token, ..)| *token)
+        .expect("a test user")
+}
+
+/// A client of every node with `config`, retrying only briefly.
+fn client_with(cluster: &TestCluster, config: ClientConfig) -> Client {
+    let seeds: Vec<String> = cluster.ids().iter().map(|id| cluster.addr(*id)).collect();
+    Client::with_config(
+        seeds,
+        ClientConfig {
+            retry: RetryPolicy {
+                max_elapsed: Duration::from_secs(2),
+                ..RetryPolicy::default()
+            },
+            ..config
+        },
+    )
+    .expect("valid seeds")
+}
+
+fn as_user(cluster: &TestCluster, name: &str) -> Client {
+    client_with(cluster, cluster.client_config(Some(token_of(name))))
+}
+
+/// What a queue holds, from the admin's view.
+async fn holds(admin: &Client, queue: &str) -> (u64, u64, u64) {
+    let info = admin.get_queue(queue).await.expect("get the queue");
+    (info.ready, info.in_flight, info.bytes)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_tls_clients_that_trust_the_cluster_ca_get_in() {
+    let cluster = secured().await;
+    let admin = cluster.client();
+    admin
+        .create_queue("jobs", Default::default())
+        .await
+        .expect("the admin over TLS");
+
+    // Plaintext to a TLS port: refused, nothing served.
+    let plaintext = client_with(
+        &cluster,
+        ClientConfig {
+            token: Some(token_of("admin").into()),
+            ..ClientConfig::default()
+        },
+    );
+    let err = plaintext
+        .enqueue_one("jobs", Message::new("plain"))
+        .await
+        .expect_err("plaintext is refused");
+    assert_ne!(err.code, Code::Ok, "{err}");
+
+    // A client that trusts another CA does not accept the nodes'
+    // certificates.
+    let other = raftq_raft_node::pki::make_cluster(
+        &cluster.root().join("other-ca"),
+        &[(1, vec!["127.0.0.1".to_string()])].into(),
+    )
+    .expect("another CA");
+    let wrong_ca = client_with(
+        &cluster,
+        ClientConfig {
+            tls: Some(ClientTls {
+                ca_pem: std::fs::read(&other.ca).expect("read"),
+                ..ClientTls::default()
+            }),
+            token: Some(token_of("admin").into()),
+            ..ClientConfig::default()
+        },
+    );
+    let err = wrong_ca
+        .enqueue_one("jobs", Message::new("wrong ca"))
+        .await
+        .expect_err("a client trusting another CA is refused");
+    assert_eq!(err.code, Code::Unavailable, "{err}");
+
+    assert_eq!(holds(&admin, "jobs").await, (0, 0, 0), "nothing got in");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_or_wrong_token_is_unauthenticated_and_changes_nothing() {
+    let cluster = secured().await;
+    let admin = cluster.client();
+    admin
+        .create_queue("orders.eu", Default::default())
+        .await
+        .expect("create");
+    admin
+        .enqueue_one("orders.eu", Message::new("kept"))
+        .await
+        .expect("enqueue");
+    let before = holds(&admin, "orders.eu").await;
+
+    for token in [None, Some("not-a-token"), Some("")] {
+        let client = client_with(&cluster, cluster.client_config(token));
+        let err = client
+            .enqueue_one("orders.eu", Message::new("x"))
+            .await
+            .expect_err("no valid token");
+        assert_eq!(err.code, Code::Unauthenticated, "{token:?}: {err}");
+        let err = client.purge("orders.eu").await.expect_err("no purge");
+        assert_eq!(err.code, Code::Unauthenticated, "{err}");
+        let err = client
+            .remove_node(2)
+            .await
+            .expect_err("no membership change");
+        assert_eq!(err.code, Code::Unauthenticated, "{err}");
+        let err = client.cluster_status().await.expect_err("no status");
+        assert_eq!(err.code, Code::Unauthenticated, "{err}");
+    }
+    assert_eq!(holds(&admin, "orders.eu").await, before);
+    assert_eq!(
+        admin.cluster_status().await.expect("status").members.len(),
+        3,
+        "the membership is unchanged"
+    );
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_without_a_permission_is_denied_by_name_and_the_queue_is_unchanged() {
+    let cluster = secured().await;
+    let admin = cluster.client();
+    admin
+        .create_queue("orders.eu", Default::default())
+        .await
+        .expect("create");
+    admin
+        .enqueue_one("orders.eu", Message::new("one"))
+        .await
+        .expect("enqueue");
+    let before = holds(&admin, "orders.eu").await;
+
+    // `reader` may receive everywhere but not send, manage or administer.
+    let reader = as_user(&cluster, "reader");
+    let err = reader
+        .enqueue_one("orders.eu", Message::new("x"))
+        .await
+        .expect_err("reader cannot send");
+    assert_eq!(err.code, Code::PermissionDenied, "{err}");
+    assert!(
+        err.message.contains("send") && err.message.contains("orders.eu"),
+        "names the permission and the queue: {err}"
+    );
+    for (what, result) in [
+        ("purge", reader.purge("orders.eu").await.map(|_| ())),
+        ("delete", reader.delete_queue("orders.eu").await.map(|_| ())),
+        (
+            "create",
+            reader
+                .create_queue("orders.new", Default::default())
+                .await
+                .map(|_| ()),
+        ),
+        ("remove-node", reader.remove_node(3).await.map(|_| ())),
+    ] {
+        let err = result.expect_err(what);
+        assert_eq!(err.code, Code::PermissionDenied, "{what}: {err}");
+    }
+    assert_eq!(
+        holds(&admin, "orders.eu").await,
+        before,
+        "the queue is unchanged"
+    );
+    assert!(admin.list_queues().await.expect("list").len() == 1);
+
+    // What it may do, it does; a status shows it the leader, not the members.
+    let got = reader
+        .receive(
+            "orders.eu",
+            ReceiveOptions {
+                max: 1,
+                ..ReceiveOptions::default()
+            },
+        )
+        .await
+        .expect("reader receives");
+    assert_eq!(got.len(), 1);
+    let status = reader
+        .cluster_status()
+        .await
+        .expect("any user finds the leader");
+    assert!(
+        status.leader_addr.is_some() && status.members.is_empty(),
+        "{status:?}"
+    );
+    assert_eq!(
+        admin.cluster_status().await.expect("status").members.len(),
+        3
+    );
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_scoped_to_orders_cannot_see_or_touch_billing() {
+    let cluster = secured().await;
+    let admin = cluster.client();
+    for queue in ["orders.eu", "billing"] {
+        admin
+            .create_queue(queue, Default::default())
+            .await
+            .expect("create");
+        admin
+            .enqueue_one(queue, Message::new("m"))
+            .await
+            .expect("enqueue");
+    }
+    let billing_before = holds(&admin, "billing").await;
+    let orders = as_user(&cluster, "orders");
+
+    let listed: Vec<String> = orders
+        .list_queues()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|q| q.name)
+        .collect();
+    assert_eq!(listed, ["orders.eu"], "only what it may see");
+    let err = orders.get_queue("billing").await.expect_err("no stats");
+    assert_eq!(err.code, Code::PermissionDenied, "{err}");
+    let err = orders
+        .enqueue_one("billing", Message::new("x"))
+        .await
+        .expect_err("no send");
+    assert_eq!(err.code, Code::PermissionDenied, "{err}");
+    let options = ReceiveOptions {
+        max: 10,
+        ..ReceiveOptions::default()
+    };
+    let err = orders
+        .receive("billing", options.clone())
+        .await
+        .expect_err("no receive");
+    assert_eq!(err.code, Code::PermissionDenied, "{err}");
+    let err = orders
+        .ack("billing", vec!["1-1".into()])
+        .await
+        .expect_err("no ack");
+    assert_eq!(err.code, Code::PermissionDenied, "{err}");
+    // A consume stream is refused when it names the queue.
+    let mut consumer = raftq_client::Consumer::new(orders.clone(), "billing", Default::default());
+    let first = tokio::time::timeout(
+        Duration::from_secs(20),
+        futures::StreamExt::next(&mut consumer),
+    )
+    .await
+    .expect("the consumer answers");
+    let Some(Err(err)) = first else {
+        panic!("the consume stream must end with an error");
+    };
+    assert_eq!(err.code, Code::PermissionDenied, "{err}");
+    drop(consumer);
+    assert_eq!(holds(&admin, "billing").await, billing_before);
+
+    // Its own queues work.
+    orders
+        .enqueue_one("orders.eu", Message::new("mine"))
+        .await
+        .expect("send to orders.*");
+    let got = orders.receive("orders.eu", options).await.expect("receive");
+    assert_eq!(got.len(), 2);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_call_is_authorized_as_its_caller_by_the_leader() {
+    let cluster = secured().await;
+    let admin = cluster.client();
+    admin
+        .create_queue("billing", Default::default())
+        .await
+        .expect("create");
+    let leader = cluster.wait_for_leader().await;
+    let follower = cluster.follower_of(leader);
+    // The follower's users file lets `orders` send to billing; the leader's
+    // does not. A call through the follower passes the follower's check and
+    // is forwarded with the caller's token: the leader decides, as for its
+    // own callers, and the follower's certificate adds nothing.
+    std::fs::write(
+        cluster.users_file(follower),
+        raftq_tests::cluster::users_file(&[("billing", &[Permission::Send])]),
+    )
+    .expect("write");
+    let auth = cluster
+        .node(follower)
+        .node
+        .auth
+        .clone()
+        .expect("auth is on");
+    auth.reload().expect("the follower takes its new file");
+
+    let through_follower = cluster.client_of_as(follower, Some(token_of("orders")));
+    let err = through_follower
+        .enqueue_one("billing", Message::new("x"))
+        .await
+        .expect_err("the leader refuses it");
+    assert_eq!(err.code, Code::PermissionDenied, "{err}");
+    assert!(err.message.contains("\"orders\""), "as the caller: {err}");
+    assert_eq!(holds(&admin, "billing").await, (0, 0, 0));
+
+    // A call the leader allows goes through the follower as well.
+    admin
+        .create_queue("orders.eu", Default::default())
+        .await
+        .expect("create");
+    through_follower
+        .enqueue_one("orders.eu", Message::new("ok"))
+        .await
+        .expect("forwarded and allowed");
+    assert_eq!(holds(&admin, "orders.eu").await.0, 1);
+    cluster.shutdown().await;
+}
+
+/// A raw Raft-service client of node `target`, presenting `identity`
+/// (certificate and key PEM) if any, trusting `ca`.
+async fn raft_client(
+    cluster: &TestCluster,
+    target: u64,
+    ca: &std::path::Path,
+    identity: Option<(&std::path::Path, &std::path::Path)>,
+) -> Result<RaftServiceClient<tonic::transport::Channel>, String> {
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(std::fs::read(ca).expect("read")))
+        .domain_name(raftq_raft_node::tls::peer_name(target));
+    if let Some((cert, key)) = identity {
+        tls = tls.identity(Identity::from_pem(
+            std::fs::read(cert).expect("read"),
+            std::fs::read(key).expect("read"),
+        ));
+    }
+    let channel = Endpoint::from_shared(format!("https://{}", cluster.addr(target)))
+        .expect("address")
+        .tls_config(tls)
+        .expect("tls config")
+        .connect_timeout(Duration::from_secs(2))
+        .connect()
+        .await
+        .map_err(|err| format!("{err:?}"))?;
+    Ok(RaftServiceClient::new(channel))
+}
+
+/// Node `claimed`'s envelope to `target` around `payload`: what that node
+/// itself would send (its cluster id and incarnations).
+fn envelope(cluster: &TestCluster, claimed: u64, target: u64, payload: Vec<u8>) -> RaftMessage {
+    let (cluster_id, source_incarnation, target_incarnation, record_index) =
+        cluster.node(claimed).node.identity.outgoing(target);
+    RaftMessage {
+        target,
+        source: claimed,
+        payload: payload.into(),
+        cluster_id,
+        source_incarnation,
+        target_incarnation,
+        sent_at_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+        disk_alarm: false,
+        record_index,
+    }
+}
+
+/// Sends a vote, an append and a snapshot chunk at term 1000, claiming to
+/// be node `claimed`; returns the status codes (or the transport error).
+async fn attack(
+    cluster: &TestCluster,
+    client: &mut RaftServiceClient<tonic::transport::Channel>,
+    claimed: u64,
+    target: u64,
+) -> Vec<Code> {
+    let vote = Vote::new_committed(1_000, claimed);
+    let vote_rpc = VoteRequest::<u64>::new(Vote::new(1_000, claimed), None);
+    let append: AppendEntriesRequest<TypeConfig> = AppendEntriesRequest {
+        vote,
+        prev_log_id: None,
+        leader_commit: None,
+        entries: Vec::new(),
+    };
+    let snapshot: InstallSnapshotRequest<TypeConfig> = InstallSnapshotRequest {
+        vote,
+        meta: SnapshotMeta::default(),
+        offset: 0,
+        data: Vec::new(),
+        done: true,
+    };
+    let mut codes = Vec::new();
+    let m = envelope(
+        cluster,
+        claimed,
+        target,
+        codec::encode(&vote_rpc).expect("encode"),
+    );
+    codes.push(client.vote(m).await.map_or_else(|s| s.code(), |_| Code::Ok));
+    let m = envelope(
+        cluster,
+        claimed,
+        target,
+        codec::encode(&append).expect("encode"),
+    );
+    codes.push(
+        client
+            .append_entries(m)
+            .await
+            .map_or_else(|s| s.code(), |_| Code::Ok),
+    );
+    let m = envelope(
+        cluster,
+        claimed,
+        target,
+        codec::encode(&snapshot).expect("encode"),
+    );
+    codes.push(
+        client
+            .install_snapshot(m)
+            .await
+            .map_or_else(|s| s.code(), |_| Code::Ok),
+    );
+    codes
+}
+
+fn terms_and_logs(cluster: &TestCluster) -> Vec<(u64, Option<u64>, Option<u64>)> {
+    cluster
+        .ids()
+        .iter()
+        .map(|id| {
+            let m = cluster.node(*id).node.raft.metrics().borrow().clone();
+            (m.current_term, m.last_log_index, m.current_leader)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_member_with_its_own_node_certificate_can_append_vote_or_install_a_snapshot() {
+    let cluster = secured().await;
+    let leader = cluster.wait_for_leader().await;
+    let target = cluster.follower_of(leader);
+    let claimed = cluster
+        .ids()
+        .into_iter()
+        .find(|id| *id != target)
+        .expect("another member");
+    let before = terms_and_logs(&cluster);
+    let certs = cluster.certs().clone();
+
+    // No client certificate, and a client certificate of the same CA that
+    // names no node: refused before the payload is read.
+    for identity in [
+        None,
+        Some((certs.client.0.as_path(), certs.client.1.as_path())),
+    ] {
+        let mut client = raft_client(&cluster, target, &certs.ca, identity)
+            .await
+            .expect("TLS to the node");
+        let codes = attack(&cluster, &mut client, claimed, target).await;
+        assert_eq!(codes, [Code::Unauthenticated; 3], "identity {identity:?}");
+    }
+    // A member's real certificate, claiming to be another member.
+    let impostor = cluster
+        .ids()
+        .into_iter()
+        .find(|id| *id != target && *id != claimed)
+        .expect("a third member");
+    let paths = &certs.nodes[&impostor];
+    let mut client = raft_client(&cluster, target, &certs.ca, Some((&paths.cert, &paths.key)))
+        .await
+        .expect("TLS to the node");
+    let codes = attack(&cluster, &mut client, claimed, target).await;
+    assert_eq!(
+        codes,
+        [Code::Unauthenticated; 3],
+        "node {impostor} posing as {claimed}"
+    );
+
+    // A node certificate with the right name from another CA: the TLS
+    // handshake itself fails.
+    let other = raftq_raft_node::pki::make_cluster(
+        &cluster.root().join("other-ca"),
+        &[(claimed, vec!["127.0.0.1".to_string()])].into(),
+    )
+    .expect("another CA");
+    let foreign = &other.nodes[&claimed];
+    match raft_client(
+        &cluster,
+        target,
+        &certs.ca,
+        Some((&foreign.cert, &foreign.key)),
+    )
+    .await
+    {
+        Err(_) => {}
+        Ok(mut client) => {
+            let codes = attack(&cluster, &mut client, claimed, target).await;
+            assert!(
+                codes
+                    .iter()
+                    .all(|c| *c != Code::Ok && *c != Code::FailedPrecondition),
+                "a certificate from another CA is refused at the handshake: {codes:?}"
+            );
+        }
+    }
+
+    // Term, log and leader are as they were on every node, and the cluster
+    // still works.
+    assert_eq!(terms_and_logs(&cluster), before);
+    let admin = cluster.client();
+    admin
+        .create_queue("after", Default::default())
+        .await
+        .expect("the cluster still serves");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connection_may_hold_only_so_many_waiting_receives() {
+    let cluster = TestCluster::start_with(
+        3,
+        Settings {
+            secure: true,
+            max_waits_per_connection: 2,
+            ..Settings::default()
+        },
+    )
+    .await;
+    let admin = cluster.client();
+    admin
+        .create_queue("idle", Default::default())
+        .await
+        .expect("create");
+    let leader = cluster.wait_for_leader().await;
+    let one = cluster.client_of(leader);
+    let waiting = |client: Client| async move {
+        client
+            .receive(
+                "idle",
+                ReceiveOptions {
+                    max: 1,
+                    wait: Duration::from_secs(3),
+                    ..ReceiveOptions::default()
+                },
+            )
+            .await
+    };
+    let first = tokio::spawn(waiting(one.clone()));
+    let second = tokio::spawn(waiting(one.clone()));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let err = waiting(one.clone())
+        .await
+        .expect_err("a third wait is refused");
+    assert_eq!(err.code, Code::ResourceExhausted, "{err}");
+    assert!(err.message.contains("max_waits_per_connection"), "{err}");
+    // Another connection is not held back, and the two waits end normally.
+    let other = waiting(cluster.client_of(leader)).await;
+    assert!(other.expect("another connection may wait").is_empty());
+    for wait in [first, second] {
+        assert!(wait.await.expect("join").expect("ends empty").is_empty());
+    }
+    // Freed: the same connection may wait again.
+    assert!(waiting(one).await.expect("waits again").is_empty());
+    cluster.shutdown().await;
+}
