@@ -49,6 +49,8 @@ pub struct Settings {
     pub secure: bool,
     /// Every node's bound on waiting receives per connection.
     pub max_waits_per_connection: usize,
+    /// Serve the HTTP port over TLS (with `secure` and `http`).
+    pub http_tls: bool,
 }
 
 /// A test user: name, token, admin, and permissions by queue pattern.
@@ -115,6 +117,7 @@ impl Default for Settings {
             proposal_queue_bytes: NodeConfig::default().proposal_queue_bytes,
             secure: false,
             max_waits_per_connection: NodeConfig::default().max_waits_per_connection,
+            http_tls: false,
         }
     }
 }
@@ -192,6 +195,7 @@ impl TestCluster {
                 std::fs::write(&users, users_file(&[])).expect("write the users file");
                 config.tls = Some(certs.nodes[&id].clone());
                 config.auth_file = Some(users);
+                config.http_tls = settings.http_tls;
             }
             cluster.configs.insert(id, config.clone());
             let handle = Node::start_on(config, listener, std::future::pending())

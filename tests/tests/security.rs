@@ -593,3 +593,74 @@ async fn one_connection_may_hold_only_so_many_waiting_receives() {
     assert!(waiting(one).await.expect("waits again").is_empty());
     cluster.shutdown().await;
 }
+
+/// `GET /health` over TLS to `addr`, trusting `ca`; the whole response.
+async fn https_health(addr: std::net::SocketAddr, ca: &std::path::Path) -> std::io::Result<String> {
+    use rustls_pki_types::pem::PemObject;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_file_iter(ca).expect("read the CA") {
+        roots.add(cert.expect("a certificate")).expect("a CA");
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
+    let mut tls = connector.connect(name, tcp).await?;
+    tls.write_all(b"GET /health HTTP/1.1\r\nHost: raftq\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut response = String::new();
+    tls.read_to_string(&mut response).await?;
+    Ok(response)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_port_serves_tls_with_the_node_certificate_when_asked() {
+    let cluster = TestCluster::start_with(
+        3,
+        Settings {
+            secure: true,
+            http: true,
+            http_tls: true,
+            ..Settings::default()
+        },
+    )
+    .await;
+    let addr = cluster.node(1).http_addr.expect("an HTTP port");
+    let response = tokio::time::timeout(
+        Duration::from_secs(10),
+        https_health(addr, &cluster.certs().ca),
+    )
+    .await
+    .expect("answers in time")
+    .expect("a TLS answer");
+    assert!(
+        response.starts_with("HTTP/1.1 200") && response.contains("ok"),
+        "{response}"
+    );
+
+    // Plaintext HTTP gets no HTTP answer from a TLS port.
+    let plain = tokio::time::timeout(Duration::from_secs(10), async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = tokio::net::TcpStream::connect(addr).await?;
+        tcp.write_all(b"GET /health HTTP/1.1\r\nHost: raftq\r\nConnection: close\r\n\r\n")
+            .await?;
+        let mut bytes = Vec::new();
+        let _ = tcp.read_to_end(&mut bytes).await;
+        std::io::Result::Ok(bytes)
+    })
+    .await
+    .expect("the port closes or answers in time")
+    .unwrap_or_default();
+    assert!(
+        !String::from_utf8_lossy(&plain).contains("200 OK"),
+        "plaintext was served"
+    );
+    cluster.shutdown().await;
+}

@@ -43,6 +43,8 @@ enum Command {
     Cluster(commands::admin::ClusterArgs),
     /// Users and tokens for clusters with auth on (`add-user`, `hash`).
     Auth(commands::auth::AuthArgs),
+    /// Certificates for a cluster with TLS (`make-certs`).
+    Tls(commands::tls::TlsArgs),
     /// Measure a cluster with producers and consumers through the client library:
     /// throughput, publish → confirm and publish → receive latency.
     Bench(commands::bench::BenchArgs),
@@ -77,6 +79,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Serve(args) => commands::serve::run(args).await,
             Command::Auth(args) => commands::auth::run(args),
+            Command::Tls(args) => commands::tls::run(args),
             Command::Dev(args) => commands::dev::run(args).await,
             Command::Queue(args) => commands::queue::run_queue(args).await,
             Command::Send(args) => commands::queue::run_send(args).await,

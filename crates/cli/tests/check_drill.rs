@@ -89,6 +89,27 @@ fn the_drill_with_wiped_data_dirs_loses_nothing_acknowledged() {
     assert!(stderr.contains("fault=wipe"), "{stderr}");
 }
 
+/// The cluster runs TLS, mutual TLS between its nodes and token auth
+/// (`--secure`): the faults' reconnections go through the TLS handshakes
+/// and peer checks, the workload and the drill's membership changes carry
+/// the admin token.
+#[test]
+fn the_drill_against_a_secured_cluster_finds_no_violation() {
+    let stderr = clean_drill(
+        &[
+            "--secure",
+            "--faults",
+            "kill,partition,membership",
+            "--duration",
+            "15s",
+            "--seed",
+            "3",
+        ],
+        Duration::from_secs(240),
+    );
+    assert!(stderr.contains("secured: TLS"), "{stderr}");
+}
+
 #[test]
 fn the_drill_with_partitions_finds_no_violation() {
     let stderr = clean_drill(

@@ -278,17 +278,18 @@ fn endpoint(addr: &str, tls: Option<&ClientTls>) -> Result<Endpoint> {
         .strip_prefix("http://")
         .or_else(|| addr.strip_prefix("https://"))
         .unwrap_or(addr);
-    let url =
-        match tls {
-            Some(_) => format!("https://{bare}"),
-            None if addr.starts_with("https://") => return Err(Error::new(
+    let url = match tls {
+        Some(_) => format!("https://{bare}"),
+        None if addr.starts_with("https://") => {
+            return Err(Error::new(
                 tonic::Code::InvalidArgument,
                 format!(
                     "{addr:?} asks for TLS: give the cluster's CA certificate (--ca or RAFTQ_CA)"
                 ),
-            )),
-            None => format!("http://{bare}"),
-        };
+            ))
+        }
+        None => format!("http://{bare}"),
+    };
     let endpoint = Endpoint::from_shared(url).map_err(|err| {
         Error::new(
             tonic::Code::InvalidArgument,

@@ -81,6 +81,9 @@ pub struct NodeConfig {
     /// TLS on the gRPC port and mutual TLS between nodes ([`crate::tls`]);
     /// `None`: plaintext.
     pub tls: Option<TlsPaths>,
+    /// Serve the HTTP port over TLS too, with the node's certificate
+    /// (needs `tls` and `http_listen`).
+    pub http_tls: bool,
     /// The users file ([`crate::auth`]); when set, every public call needs a
     /// bearer token and the permission it uses. `None`: auth off.
     pub auth_file: Option<PathBuf>,
@@ -116,6 +119,7 @@ impl Default for NodeConfig {
             proposal_queue_bytes: crate::propose::PROPOSAL_QUEUE_BYTES,
             clock_offset_ms: 0,
             tls: None,
+            http_tls: false,
             auth_file: None,
             max_streams_per_connection: 1_024,
             max_waits_per_connection: 256,
@@ -206,6 +210,13 @@ impl NodeConfig {
             return bad(format!(
                 "max_state_memory_bytes must be 0 (no limit) or at least 1 MiB (1048576), not {bytes}"
             ));
+        }
+        if self.http_tls && (self.tls.is_none() || self.http_listen.is_none()) {
+            return bad(
+                "http_tls needs tls_cert, tls_key and tls_client_ca (the HTTP port serves the \
+                 node's certificate) and http_listen"
+                    .into(),
+            );
         }
         if self.max_streams_per_connection == 0 || self.max_waits_per_connection == 0 {
             return bad(
@@ -320,6 +331,10 @@ pub struct ServeArgs {
     /// naming them (mutual TLS); clients may present one.
     #[arg(long, env = "RAFTQ_TLS_CLIENT_CA")]
     pub tls_client_ca: Option<PathBuf>,
+    /// Serve the HTTP port (--http-listen) over TLS with the node's
+    /// certificate (needs --tls-cert).
+    #[arg(long, env = "RAFTQ_HTTP_TLS")]
+    pub http_tls: bool,
     /// Users file (TOML: names, token hashes, per-queue permissions; see
     /// `raftq auth add-user`). When set, every call needs a token. Re-read on
     /// SIGHUP.
@@ -357,6 +372,7 @@ struct FileConfig {
     tls_key: Option<PathBuf>,
     tls_client_ca: Option<PathBuf>,
     auth_file: Option<PathBuf>,
+    http_tls: Option<bool>,
     max_streams_per_connection: Option<u32>,
     max_waits_per_connection: Option<usize>,
 }
@@ -442,6 +458,7 @@ impl ServeArgs {
                 self.tls_client_ca.clone().or(file.tls_client_ca),
             )?,
             auth_file: self.auth_file.clone().or(file.auth_file),
+            http_tls: self.http_tls || file.http_tls.unwrap_or(false),
             max_streams_per_connection: file
                 .max_streams_per_connection
                 .unwrap_or(defaults.max_streams_per_connection),
@@ -537,6 +554,35 @@ mod tests {
         };
         let err = args.resolve().expect_err("unknown key").to_string();
         assert!(err.contains("raftq.toml") && err.contains("idd"), "{err}");
+    }
+
+    #[test]
+    fn tls_files_go_together_and_http_tls_needs_them() {
+        let half = ServeArgs {
+            tls_cert: Some("node.pem".into()),
+            ..ServeArgs::default()
+        };
+        let err = half.resolve().expect_err("cert alone").to_string();
+        assert!(err.contains("go together"), "{err}");
+        let all = ServeArgs {
+            tls_cert: Some("node.pem".into()),
+            tls_key: Some("node.key".into()),
+            tls_client_ca: Some("ca.pem".into()),
+            auth_file: Some("users.toml".into()),
+            ..ServeArgs::default()
+        };
+        let config = all.resolve().expect("all three");
+        assert_eq!(
+            config.tls.map(|t| t.client_ca),
+            Some(PathBuf::from("ca.pem"))
+        );
+        assert_eq!(config.auth_file, Some(PathBuf::from("users.toml")));
+        let http_tls = ServeArgs {
+            http_tls: true,
+            ..ServeArgs::default()
+        };
+        let err = http_tls.resolve().expect_err("no tls").to_string();
+        assert!(err.contains("http_tls"), "{err}");
     }
 
     #[test]

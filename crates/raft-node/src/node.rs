@@ -247,9 +247,16 @@ impl Node {
                     Error::Config(format!("cannot listen on {addr} for HTTP: {err}"))
                 })?;
                 let bound = http.local_addr()?;
+                let tls = match (&node.tls, node.config.http_tls) {
+                    (Some(tls), true) => Some(tokio_rustls::TlsAcceptor::from(Arc::new(
+                        crate::tls::http_server_config(tls)?,
+                    ))),
+                    _ => None,
+                };
                 tasks.push(tokio::spawn(crate::service::http::serve(
                     node.clone(),
                     http,
+                    tls,
                 )));
                 Some(bound)
             }

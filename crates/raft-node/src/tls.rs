@@ -120,6 +120,29 @@ impl Tls {
     }
 }
 
+/// rustls's server configuration of the node's certificate, for the HTTP
+/// port (no client certificates asked for: scrapers and probes are not
+/// peers).
+pub fn http_server_config(tls: &Tls) -> Result<tokio_rustls::rustls::ServerConfig> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::PrivateKeyDer;
+    let bad = |what: &str, err: String| Error::Config(format!("HTTP TLS: {what}: {err}"));
+    let certs = CertificateDer::pem_slice_iter(&tls.cert_pem)
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|err| bad("tls_cert", err.to_string()))?;
+    let key = PrivateKeyDer::from_pem_slice(&tls.key_pem)
+        .map_err(|err| bad("tls_key", err.to_string()))?;
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let mut config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|err| bad("protocol versions", err.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|err| bad("certificate and key", err.to_string()))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
 /// The verified certificate chain a caller presented, if any (tonic keeps it
 /// in the request's extensions once rustls verified it against the CA).
 pub fn caller_certs<T>(request: &tonic::Request<T>) -> Option<Arc<Vec<CertificateDer<'static>>>> {
@@ -168,6 +191,32 @@ mod tests {
             err.contains("tls_client_ca") && err.contains("missing.pem"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_real_set_loads_and_a_key_of_another_certificate_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let nodes = [
+            (1, vec!["127.0.0.1".to_string()]),
+            (2, vec!["127.0.0.1".to_string()]),
+        ];
+        let certs = crate::pki::make_cluster(dir.path(), &nodes.into()).expect("certs");
+        let one = certs.nodes[&1].clone();
+        let tls = Tls::load(&one).expect("a real set loads");
+        assert!(http_server_config(&tls).is_ok());
+        let cert = std::fs::read(&one.cert).expect("read");
+        let der = rustls_pki_types::pem::PemObject::from_pem_slice(&cert).expect("a certificate");
+        assert!(is_node(&[der], 1), "node 1's certificate names node 1");
+        let der = rustls_pki_types::pem::PemObject::from_pem_slice(&cert).expect("a certificate");
+        assert!(!is_node(&[der], 2), "and not node 2");
+        let mismatched = TlsPaths {
+            key: certs.nodes[&2].key.clone(),
+            ..one
+        };
+        let err = Tls::load(&mismatched)
+            .expect_err("another node's key")
+            .to_string();
+        assert!(err.contains("do not make a usable set"), "{err}");
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod check;
 pub mod dev;
 pub mod queue;
 pub mod serve;
+pub mod tls;
 
 use std::path::PathBuf;
 
@@ -105,6 +106,9 @@ pub fn hint(err: &raftq_client::Error, cluster: &str) -> Option<String> {
     use raftq_client::Code;
     let message = err.message.as_str();
     Some(match err.code {
+        _ if message.contains("h2 protocol error") || message.contains("http2 error") => format!(
+            "the connection to {cluster} broke at the HTTP/2 layer: a node with TLS on refuses plaintext; give the cluster's CA with --ca or RAFTQ_CA"
+        ),
         Code::Unauthenticated => {
             "pass the token with --token or RAFTQ_TOKEN (`raftq dev --secure` prints one; an admin makes them with `raftq auth add-user`)".to_string()
         }

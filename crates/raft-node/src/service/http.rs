@@ -1,33 +1,77 @@
 //! The HTTP port: `/metrics` (Prometheus text), `/health` (the process
 //! answers) and `/ready` (a leader is known, this node has applied all it
 //! has logged, and, if it leads, a quorum acknowledged it within an election
-//! timeout: it can serve).
+//! timeout: it can serve). With `http_tls` the port serves TLS with the
+//! node's certificate (no client certificate asked for).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 
 use crate::node::Node;
 
-/// Serves until the node shuts down.
-pub async fn serve(node: Arc<Node>, listener: TcpListener) {
+/// How long a TLS handshake on the HTTP port may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Serves until the node shuts down; over TLS with `tls` (`http_tls`).
+pub async fn serve(node: Arc<Node>, listener: TcpListener, tls: Option<TlsAcceptor>) {
     let mut shutdown = node.shutdown_signal();
+    let stop = async move {
+        let _ = shutdown.wait_for(|stop| *stop).await;
+    };
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/health", get(|| async { "ok\n" }))
         .route("/ready", get(ready))
         .with_state(node);
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = shutdown.wait_for(|stop| *stop).await;
-        })
-        .await;
+    let result = match tls {
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop)
+                .await
+        }
+        Some(acceptor) => {
+            axum::serve(TlsListener { listener, acceptor }, app)
+                .with_graceful_shutdown(stop)
+                .await
+        }
+    };
     if let Err(err) = result {
         tracing::error!(error = %err, "HTTP server failed");
+    }
+}
+
+/// The HTTP port's listener with TLS: accepts a connection and completes
+/// its handshake (a failed or slow one is dropped and the next taken).
+struct TlsListener {
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let (stream, addr) = axum::serve::Listener::accept(&mut self.listener).await;
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => return (tls, addr),
+                Ok(Err(err)) => tracing::debug!(%addr, error = %err, "HTTP TLS handshake failed"),
+                Err(_) => tracing::debug!(%addr, "HTTP TLS handshake timed out"),
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.listener.local_addr()
     }
 }
 
