@@ -115,8 +115,9 @@ pub struct ReceiveOptions {
     pub consumer: String,
 }
 
-/// Everything a [`Client`] can be set up with.
-#[derive(Clone, Debug, Default)]
+/// Everything a [`Client`] can be set up with. Its `Debug` never shows the
+/// token.
+#[derive(Clone, Default)]
 pub struct ClientConfig {
     /// How calls are retried.
     pub retry: RetryPolicy,
@@ -125,6 +126,16 @@ pub struct ClientConfig {
     pub tls: Option<ClientTls>,
     /// The bearer token sent on every call (clusters with auth on).
     pub token: Option<String>,
+}
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("retry", &self.retry)
+            .field("tls", &self.tls.is_some())
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 struct Inner {

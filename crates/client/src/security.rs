@@ -17,8 +17,8 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 use crate::error::{Error, Result};
 
-/// TLS settings of a client.
-#[derive(Clone, Debug, Default)]
+/// TLS settings of a client. Its `Debug` never shows the key.
+#[derive(Clone, Default)]
 pub struct ClientTls {
     /// The CA certificate(s), PEM, that the nodes' certificates chain to.
     pub ca_pem: Vec<u8>,
@@ -28,6 +28,16 @@ pub struct ClientTls {
     /// The name to expect in the nodes' certificates when it is not the
     /// host of the address dialled (an IP address dialled through a name).
     pub domain: Option<String>,
+}
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTls")
+            .field("ca_pem_bytes", &self.ca_pem.len())
+            .field("identity", &self.identity.as_ref().map(|_| "<redacted>"))
+            .field("domain", &self.domain)
+            .finish()
+    }
 }
 
 impl ClientTls {
@@ -74,10 +84,19 @@ impl ClientTls {
     }
 }
 
-/// Adds the bearer token, if any, to every request.
-#[derive(Clone, Debug, Default)]
+/// Adds the bearer token, if any, to every request. Its `Debug` never
+/// shows the token.
+#[derive(Clone, Default)]
 pub struct Credentials {
     token: Option<MetadataValue<Ascii>>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 impl Credentials {
@@ -116,3 +135,35 @@ impl tonic::service::Interceptor for Credentials {
 
 /// A connection to one node with the client's credentials on every call.
 pub type Transport = InterceptedService<Channel, Credentials>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_never_shows_in_debug_output_and_goes_into_every_request() {
+        let credentials = Credentials::new(Some("rq_secret")).expect("a valid token");
+        assert!(!format!("{credentials:?}").contains("rq_secret"));
+        let config = crate::ClientConfig {
+            token: Some("rq_secret".into()),
+            ..crate::ClientConfig::default()
+        };
+        assert!(!format!("{config:?}").contains("rq_secret"));
+        let mut interceptor = credentials;
+        let request = tonic::service::Interceptor::call(&mut interceptor, tonic::Request::new(()))
+            .expect("passes");
+        assert_eq!(
+            request
+                .metadata()
+                .get("authorization")
+                .map(|v| v.to_str().ok()),
+            Some(Some("Bearer rq_secret"))
+        );
+        assert!(Credentials::new(Some("bad\ntoken")).is_err());
+        let none = Credentials::new(Some("  ")).expect("blank is no token");
+        let mut none = none;
+        let request =
+            tonic::service::Interceptor::call(&mut none, tonic::Request::new(())).expect("passes");
+        assert!(request.metadata().get("authorization").is_none());
+    }
+}
