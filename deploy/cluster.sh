@@ -11,7 +11,9 @@
 #
 # Environment: RAFTQ_PROJECT (compose project, default "raftq"),
 # RAFTQ_IMAGE (default raftq:dev), RAFTQ_UP_TIMEOUT (seconds, default 90),
-# COMPOSE (the compose command; default docker-compose, else docker compose).
+# COMPOSE (the compose command; default docker-compose, else docker compose),
+# RAFTQ_SECURE=1 (add compose.secure.yaml: TLS and token auth, with the files
+# of deploy/make-secrets.sh in RAFTQ_SECRETS_DIR, default deploy/secrets).
 set -euo pipefail
 
 deploy=$(cd "$(dirname "$0")" && pwd)
@@ -30,8 +32,21 @@ else
     die "neither docker-compose nor docker compose is installed"
 fi
 
+files=(-f "$deploy/compose.yaml")
+if [ "${RAFTQ_SECURE:-0}" = 1 ]; then
+    secrets=${RAFTQ_SECRETS_DIR:-$deploy/secrets}
+    if [ -r "$secrets/probe.env" ]; then
+        # Absolute: compose reads relative paths from deploy/, not from here.
+        secrets=$(cd "$secrets" && pwd)
+        export RAFTQ_SECRETS_DIR=$secrets
+        files+=(-f "$deploy/compose.secure.yaml")
+    elif [ "${1:-}" != down ]; then
+        die "no secrets in $secrets: run deploy/make-secrets.sh first"
+    fi
+fi
+
 # Always name both profiles' services, so `down` and `ps` see nodes 4 and 5.
-compose() { "${compose_cmd[@]}" -p "$project" -f "$deploy/compose.yaml" --profile five "$@"; }
+compose() { "${compose_cmd[@]}" -p "$project" "${files[@]}" --profile five "$@"; }
 
 nodes_arg() {
     case "${1:-3}" in
@@ -81,17 +96,25 @@ case "$cmd" in
         fi
         if [ "$nodes" = 5 ]; then
             # five.env names all five founding members; --profile adds nodes 4, 5.
-            "${compose_cmd[@]}" -p "$project" -f "$deploy/compose.yaml" \
+            "${compose_cmd[@]}" -p "$project" "${files[@]}" \
                 --env-file "$deploy/five.env" --profile five up -d
         else
-            "${compose_cmd[@]}" -p "$project" -f "$deploy/compose.yaml" up -d
+            "${compose_cmd[@]}" -p "$project" "${files[@]}" up -d
         fi
         started=$SECONDS
         wait_healthy "$nodes"
         echo "cluster: $nodes nodes healthy after $((SECONDS - started))s (project $project)"
-        docker exec "$(container 1)" /raftq cluster status
+        if [ "${RAFTQ_SECURE:-0}" = 1 ] && [ -r "$secrets/admin.token" ]; then
+            # The container's own token is the probe's, which sees only the
+            # leader. -e NAME passes the value without putting it in argv.
+            RAFTQ_TOKEN=$(cat "$secrets/admin.token") docker exec -e RAFTQ_TOKEN "$(container 1)" /raftq cluster status
+        else
+            docker exec "$(container 1)" /raftq cluster status
+        fi
         seeds=$(seq -s, -f '127.0.0.1:740%g' 1 "$nodes")
         echo "cluster: from the host: raftq cluster status --cluster $seeds"
+        [ "${RAFTQ_SECURE:-0}" != 1 ] ||
+            echo "cluster: with RAFTQ_CA=$secrets/ca.pem and RAFTQ_TOKEN=\"\$(cat $secrets/admin.token)\""
         ;;
     wait)
         wait_healthy "$(nodes_arg "${1:-3}")"

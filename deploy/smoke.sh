@@ -179,10 +179,14 @@ while :; do
 done
 say "node $victim rejoined: applied index $before at the kill, now $(jq -r .applied_index <<<"$view") >= $target, /ready OK ($((SECONDS - started_at))s after start)"
 
-# Every replica ends with the same state: equal applied index and digest.
+# Every replica ends with the same state: equal applied index and digest
+# (--digest: the digest is computed only when asked for, else it reads 0).
 deadline=$((SECONDS + 30))
 while :; do
-    views=$(for n in 1 2 3; do status_of "127.0.0.1:740$n" | jq -c '{node_id, applied_index, state_digest}'; done)
+    views=$(for n in 1 2 3; do
+        { rq cluster status --json --digest --cluster "127.0.0.1:740$n" 2>/dev/null || echo '{}'; } |
+            jq -c '{node_id, applied_index, state_digest}'
+    done)
     distinct=$(jq -s 'map([.applied_index, .state_digest]) | unique | length' <<<"$views")
     answered=$(jq -s 'map(select(.node_id != null)) | length' <<<"$views")
     [ "$answered" = 3 ] && [ "$distinct" = 1 ] && break
