@@ -107,7 +107,8 @@ async fn only_tls_clients_that_trust_the_cluster_ca_get_in() {
         .enqueue_one("jobs", Message::new("wrong ca"))
         .await
         .expect_err("a client trusting another CA is refused");
-    assert_eq!(err.code, Code::Unavailable, "{err}");
+    assert_eq!(err.code, Code::FailedPrecondition, "not retried: {err}");
+    assert!(err.message.starts_with("TLS failed"), "{err}");
 
     assert_eq!(holds(&admin, "jobs").await, (0, 0, 0), "nothing got in");
     cluster.shutdown().await;
@@ -662,5 +663,54 @@ async fn the_http_port_serves_tls_with_the_node_certificate_when_asked() {
         !String::from_utf8_lossy(&plain).contains("200 OK"),
         "plaintext was served"
     );
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_users_file_is_taken_without_a_signal_and_a_broken_one_is_not() {
+    let cluster = secured().await;
+    let admin = cluster.client();
+    admin
+        .create_queue("orders.eu", Default::default())
+        .await
+        .expect("create");
+    let leader = cluster.wait_for_leader().await;
+    let fresh = raftq_raft_node::auth::user_entry(
+        "fresh",
+        "fresh-token",
+        false,
+        &[("orders.*".to_string(), vec![Permission::Send])],
+    )
+    .expect("entry");
+    let as_fresh = cluster.client_of_as(leader, Some("fresh-token"));
+    let err = as_fresh
+        .enqueue_one("orders.eu", Message::new("x"))
+        .await
+        .expect_err("not a user yet");
+    assert_eq!(err.code, Code::Unauthenticated, "{err}");
+    // A broken file is refused and the old users stay.
+    std::fs::write(cluster.users_file(leader), "[[user]]\nname = 1\n").expect("write");
+    tokio::time::sleep(raftq_raft_node::node::USERS_FILE_CHECK * 2).await;
+    cluster
+        .client_of(leader)
+        .enqueue_one("orders.eu", Message::new("admin still works"))
+        .await
+        .expect("the old users stay");
+    // A good file is taken within a few checks, without a signal.
+    let users = format!("{}\n{fresh}", raftq_tests::cluster::users_file(&[]));
+    std::fs::write(cluster.users_file(leader), users).expect("write");
+    let mut taken = false;
+    for _ in 0..40 {
+        if as_fresh
+            .enqueue_one("orders.eu", Message::new("fresh"))
+            .await
+            .is_ok()
+        {
+            taken = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(taken, "the new user was not taken within 20 s");
     cluster.shutdown().await;
 }

@@ -174,6 +174,27 @@ pub fn status_json(s: &pb::StatusResponse) -> Value {
 
 /// Cluster status as text.
 pub fn status_text(s: &pb::StatusResponse) -> String {
+    let leader = match (s.leader_id, &s.leader_addr) {
+        (Some(id), Some(addr)) => format!("{id} at {addr}"),
+        (Some(id), None) => id.to_string(),
+        _ => "unknown".into(),
+    };
+    if s.members.is_empty()
+        && s.note
+            .as_deref()
+            .is_some_and(|n| n.contains("admin tokens only"))
+    {
+        // A token that is not an admin's sees who leads, not the rest.
+        return format!(
+            "node {} ({}), term {}, leader {leader}
+  ({})
+",
+            s.node_id,
+            s.state,
+            s.term,
+            s.note.as_deref().unwrap_or_default()
+        );
+    }
     let mut out = format!(
         "node {} ({}), term {}, leader {}\n  last log {}  applied {}\n  members:\n",
         s.node_id,

@@ -182,6 +182,31 @@ fn dev_secure_starts_a_cluster_the_cli_reaches_only_with_its_ca_and_token() {
         "hint",
     ]);
     secure(&["recv", "orders.eu"], None, &scoped).expect_refusal(&["lacks the receive permission"]);
+    phase("a token from a file; a status cut down for a token that is not an admin's");
+    let token_file = dir.path().join("scoped.token");
+    std::fs::write(&token_file, format!("{scoped}\n")).expect("write the token file");
+    let token_file = token_file.to_string_lossy();
+    let run = cli(
+        &cluster,
+        &[
+            "cluster",
+            "status",
+            "--ca",
+            &ca,
+            "--token-file",
+            &token_file,
+        ],
+    )
+    .expect_ok();
+    assert!(
+        run.stdout.contains("leader") && run.stdout.contains("admin tokens only"),
+        "{run}"
+    );
+    let run = secure(&["cluster", "status"], None, &token).expect_ok();
+    assert!(
+        run.stdout.contains("members:"),
+        "the admin sees the members:\n{run}"
+    );
     let run = secure(&["queue", "list", "--json"], None, &scoped).expect_ok();
     assert!(
         run.stdout.contains("orders.eu") && !run.stdout.contains("\"jobs\""),

@@ -47,6 +47,12 @@ impl From<tonic::Status> for Error {
     /// `UNAVAILABLE`, since sending it again is what helps. raftq's servers
     /// never answer `UNKNOWN` or `CANCELLED` themselves.
     fn from(status: tonic::Status) -> Self {
+        if let Some(why) = tls_refusal(status.message()) {
+            return Error::new(
+                Code::FailedPrecondition,
+                format!("TLS failed ({why}): {}", status.message()),
+            );
+        }
         let code = match status.code() {
             Code::Unknown | Code::Cancelled if is_transport_failure(status.message()) => {
                 Code::Unavailable
@@ -55,6 +61,26 @@ impl From<tonic::Status> for Error {
         };
         Error::new(code, status.message())
     }
+}
+
+/// Why a TLS handshake failed for good, when `message` says it did: a
+/// certificate the other side refused, or TLS spoken to a plaintext port.
+/// Retrying cannot help, so these are `FAILED_PRECONDITION`, not
+/// `UNAVAILABLE`.
+fn tls_refusal(message: &str) -> Option<&'static str> {
+    let message = message.to_ascii_lowercase();
+    [
+        ("invalid peer certificate", "the node's certificate is not trusted by the CA given, or does not name the host dialled"),
+        ("peer sent no certificates", "the node asked for a client certificate"),
+        ("certificate required", "the node asked for a client certificate"),
+        ("received corrupt message", "the node does not speak TLS on this port"),
+        ("invalidcontenttype", "the node does not speak TLS on this port"),
+        ("unknown ca", "the node does not trust this client's certificate"),
+        ("bad certificate", "the node refused this client's certificate"),
+    ]
+    .into_iter()
+    .find(|(needle, _)| message.contains(needle))
+    .map(|(_, why)| why)
 }
 
 fn is_transport_failure(message: &str) -> bool {
@@ -74,9 +100,37 @@ fn is_transport_failure(message: &str) -> bool {
 
 impl From<tonic::transport::Error> for Error {
     fn from(err: tonic::transport::Error) -> Self {
-        Error::new(Code::Unavailable, format!("connection failed: {err}"))
+        let mut text = err.to_string();
+        let mut source = std::error::Error::source(&err);
+        while let Some(inner) = source {
+            text = format!("{text}: {inner}");
+            source = inner.source();
+        }
+        match tls_refusal(&text) {
+            Some(why) => Error::new(
+                Code::FailedPrecondition,
+                format!("TLS failed ({why}): {text}"),
+            ),
+            None => Error::new(Code::Unavailable, format!("connection failed: {text}")),
+        }
     }
 }
 
 /// Results of the client.
 pub type Result<T> = std::result::Result<T, Error>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_certificate_is_not_retried_and_a_cut_connection_is() {
+        let refused = Error::from(tonic::Status::unavailable(
+            "transport error: invalid peer certificate: UnknownIssuer",
+        ));
+        assert_eq!(refused.code, Code::FailedPrecondition);
+        assert!(!refused.is_retryable() && refused.message.starts_with("TLS failed"));
+        let cut = Error::from(tonic::Status::unknown("transport error: connection reset"));
+        assert!(cut.is_retryable(), "{cut}");
+    }
+}

@@ -14,8 +14,9 @@
 //! snapshot and backup, which are not encrypted; and a file is what
 //! operators already distribute as a secret (a Kubernetes secret mounted on
 //! every pod). The cost: every node must have the same file. A node re-reads
-//! it on `SIGHUP` (a file that does not parse is logged and the old users
-//! kept), so tokens rotate without a restart.
+//! it on `SIGHUP` and when the file changes (checked every 5 s; a file that
+//! does not parse is logged and the old users kept), so tokens rotate
+//! without a restart.
 //!
 //! **Forwarded calls.** A follower forwards a call to the leader with the
 //! caller's own `authorization` header, and the leader authenticates and
@@ -387,6 +388,11 @@ impl Auth {
             path: path.to_path_buf(),
             users: RwLock::new(Arc::new(users)),
         })
+    }
+
+    /// The users file.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Reads the file again; on error the users stay as they were.

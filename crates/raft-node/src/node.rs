@@ -264,10 +264,7 @@ impl Node {
         };
         tasks.push(tokio::spawn(crate::ticker::run(node.clone())));
         if let Some(auth) = node.auth.clone() {
-            tasks.push(tokio::spawn(reload_users_on_sighup(
-                auth,
-                node.shutdown_signal(),
-            )));
+            tasks.push(tokio::spawn(reload_users(auth, node.shutdown_signal())));
         }
         tasks.push(tokio::spawn(watch_state(node.clone())));
         tasks.push(tokio::spawn(watch_memory(node.clone())));
@@ -282,7 +279,15 @@ impl Node {
             shutdown.await;
             let _ = external.send(true);
         });
-        tracing::info!(node_id = node.id, grpc = %grpc_addr, http = ?http_addr, "node started");
+        tracing::info!(
+            node_id = node.id,
+            grpc = %grpc_addr,
+            http = ?http_addr,
+            tls = node.tls.is_some(),
+            http_tls = node.config.http_tls,
+            auth = node.auth.is_some(),
+            "node started"
+        );
         Ok(NodeHandle {
             node,
             grpc_addr,
@@ -476,25 +481,48 @@ async fn watch_standing(node: Arc<Node>) {
     }
 }
 
-/// Re-reads the users file on every `SIGHUP`; a file that does not parse is
-/// logged and the users stay as they were.
-async fn reload_users_on_sighup(auth: Arc<crate::auth::Auth>, mut stop: watch::Receiver<bool>) {
+/// How often the users file is checked for a change.
+pub const USERS_FILE_CHECK: Duration = Duration::from_secs(5);
+
+/// Re-reads the users file on every `SIGHUP`, and when its modification time
+/// or size changes (checked every [`USERS_FILE_CHECK`]: a Kubernetes Secret
+/// updated in place, where no one can send a signal). A file that does not
+/// parse is logged and the users stay as they were.
+async fn reload_users(auth: Arc<crate::auth::Auth>, mut stop: watch::Receiver<bool>) {
     use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-        tracing::warn!("cannot listen for SIGHUP: the users file is read only at start");
-        return;
+    let mut hangups = signal(SignalKind::hangup())
+        .inspect_err(|err| tracing::warn!(error = %err, "cannot listen for SIGHUP: the users file is re-read on change only"))
+        .ok();
+    let stamp = |auth: &crate::auth::Auth| {
+        std::fs::metadata(auth.path())
+            .ok()
+            .map(|m| (m.modified().ok(), m.len()))
     };
+    let mut seen = stamp(&auth);
+    let mut ticks = tokio::time::interval(USERS_FILE_CHECK);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
+        let why = tokio::select! {
             _ = stop.wait_for(|stop| *stop) => return,
-            got = hangups.recv() => {
-                if got.is_none() {
-                    return;
+            Some(()) = async {
+                match hangups.as_mut() {
+                    Some(hangups) => hangups.recv().await,
+                    None => std::future::pending().await,
                 }
-                match auth.reload() {
-                    Ok(users) => tracing::info!(users, "SIGHUP: users file read again"),
-                    Err(err) => tracing::error!(error = %err, "SIGHUP: the users file was not taken; the users stay as they were"),
+            } => "SIGHUP",
+            _ = ticks.tick() => {
+                let now = stamp(&auth);
+                if now == seen {
+                    continue;
                 }
+                "the file changed"
+            }
+        };
+        seen = stamp(&auth);
+        match auth.reload() {
+            Ok(users) => tracing::info!(users, why, "users file read again"),
+            Err(err) => {
+                tracing::error!(error = %err, why, "the users file was not taken; the users stay as they were")
             }
         }
     }

@@ -118,7 +118,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         println!("  export RAFTQ_CA={}", secured.certs.ca.display());
         println!("  export RAFTQ_TOKEN={}", secured.token);
         println!(
-            "More users: raftq auth add-user NAME --file {} --allow 'orders.*=send,receive', then kill -HUP the nodes.",
+            "More users: raftq auth add-user NAME --file {} --allow 'orders.*=send,receive' (the nodes take it within 5 s).",
             secured.users.display()
         );
     }

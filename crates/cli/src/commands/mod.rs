@@ -35,8 +35,17 @@ pub struct ClientArgs {
     #[arg(long, env = "RAFTQ_KEY", global = true, requires = "cert")]
     pub key: Option<PathBuf>,
     /// Bearer token, for clusters with auth on (`raftq auth add-user` makes one).
+    /// Prefer RAFTQ_TOKEN or --token-file: a flag shows in `ps`.
     #[arg(long, env = "RAFTQ_TOKEN", global = true, hide_env_values = true)]
     pub token: Option<String>,
+    /// A file holding the bearer token (its first line), e.g. a mounted secret.
+    #[arg(
+        long,
+        env = "RAFTQ_TOKEN_FILE",
+        global = true,
+        conflicts_with = "token"
+    )]
+    pub token_file: Option<PathBuf>,
 }
 
 impl ClientArgs {
@@ -64,9 +73,23 @@ impl ClientArgs {
             }
             None => None,
         };
+        let token = match &self.token_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|err| {
+                        anyhow::anyhow!("cannot read the token file {}: {err}", path.display())
+                    })?
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string(),
+            ),
+            None => self.token.clone(),
+        };
         Ok(ClientConfig {
             tls,
-            token: self.token.clone(),
+            token,
             ..ClientConfig::default()
         })
     }
@@ -115,12 +138,8 @@ pub fn hint(err: &raftq_client::Error, cluster: &str) -> Option<String> {
         Code::PermissionDenied => {
             "ask the cluster's admin for the permission (the users file, see docs/SECURITY.md)".to_string()
         }
-        Code::Unavailable
-            if ["certificate", "tls", "TLS", "handshake", "InvalidContentType"]
-                .iter()
-                .any(|word| message.contains(word)) =>
-        {
-            format!("TLS failed with {cluster}: give the cluster's CA with --ca or RAFTQ_CA (and check the node's certificate names the host you dial)")
+        Code::FailedPrecondition | Code::Unavailable if message.starts_with("TLS failed") => {
+            format!("give the CA that issued the nodes' certificates with --ca or RAFTQ_CA, check that their certificates name the host you dial in --cluster ({cluster}), and leave --ca out for a cluster without TLS")
         }
         Code::Unavailable if message.contains("takes no part") => format!(
             "the node that answered takes no part in the cluster (see the note in `raftq cluster status --cluster {cluster}`); name other nodes in --cluster"

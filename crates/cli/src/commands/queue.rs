@@ -227,7 +227,11 @@ pub async fn run_queue(args: QueueArgs) -> anyhow::Result<()> {
                     output::print_json(&output::queue_json(q));
                 }
             } else if queues.is_empty() {
-                println!("no queues yet: create one with `raftq queue create NAME`");
+                if args.client.token.is_some() || args.client.token_file.is_some() {
+                    println!("no queues this token may see (or none yet)");
+                } else {
+                    println!("no queues yet: create one with `raftq queue create NAME`");
+                }
             } else {
                 for q in &queues {
                     println!("{}", output::queue_line(q));

@@ -37,14 +37,28 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         });
     };
     let handle = Node::start(config, stop).await?;
+    let node = &handle.node;
     println!(
-        "raftq node {} serving gRPC on {}{}",
-        handle.node.id,
+        "raftq node {} serving gRPC on {}{}{}{}",
+        node.id,
         handle.grpc_addr,
+        if node.tls.is_some() {
+            " (TLS, peers by certificate)"
+        } else {
+            " (plaintext)"
+        },
         handle
             .http_addr
-            .map(|a| format!(", HTTP on {a}"))
-            .unwrap_or_default()
+            .map(|a| format!(
+                ", HTTP on {a}{}",
+                if node.config.http_tls { " (TLS)" } else { "" }
+            ))
+            .unwrap_or_default(),
+        if node.auth.is_some() {
+            ", tokens required"
+        } else {
+            ", no auth"
+        }
     );
     if let Err(err) = handle.wait().await {
         eprintln!("error: {err}");

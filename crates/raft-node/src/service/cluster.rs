@@ -268,6 +268,9 @@ async fn remove_node(node: &Node, id: u64) -> Result<pb::StatusResponse> {
     Ok(status(node, false))
 }
 
+/// The note of a status cut down for a caller who is not an admin.
+pub const LEADER_ONLY_NOTE: &str = "the members, indexes and disks are shown to admin tokens only";
+
 /// What a caller who is not an admin sees of a status: who answered, who
 /// leads, the term and the state; not the members, indexes or disks.
 fn leader_only(full: pb::StatusResponse) -> pb::StatusResponse {
@@ -277,6 +280,7 @@ fn leader_only(full: pb::StatusResponse) -> pb::StatusResponse {
         leader_addr: full.leader_addr,
         term: full.term,
         state: full.state,
+        note: Some(LEADER_ONLY_NOTE.to_string()),
         ..pb::StatusResponse::default()
     }
 }
