@@ -26,7 +26,7 @@ enum AuthCommand {
         /// The users file to append to (created if missing).
         #[arg(long)]
         file: PathBuf,
-        /// Permissions on queues matching a pattern: PATTERN=PERM[,PERM],
+        /// Permissions on queues matching a pattern: PATTERN=PERM,PERM…;
         /// PERM one of send, receive, manage; `*` in a pattern matches any
         /// run of characters. Repeat for more patterns.
         #[arg(long = "allow", value_parser = parse_grant)]

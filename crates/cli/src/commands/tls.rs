@@ -24,7 +24,7 @@ enum TlsCommand {
         /// names are replaced).
         #[arg(long)]
         dir: PathBuf,
-        /// ID=HOST[,HOST…]: a node's id and the host names or IP addresses
+        /// ID=HOST,HOST…: a node's id and the host names or IP addresses
         /// clients and peers dial it by. Repeat for every node.
         #[arg(long = "node", value_parser = parse_node, required = true)]
         nodes: Vec<(u64, Vec<String>)>,
