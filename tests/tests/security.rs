@@ -56,6 +56,22 @@ fn as_user(cluster: &TestCluster, name: &str) -> Client {
     client_with(cluster, cluster.client_config(Some(token_of(name))))
 }
 
+/// A secured cluster, its admin client, and `queue` created holding one
+/// message with `body`.
+async fn secured_with(queue: &str, body: &str) -> (TestCluster, Client) {
+    let cluster = secured().await;
+    let admin = cluster.client();
+    admin
+        .create_queue(queue, Default::default())
+        .await
+        .expect("create");
+    admin
+        .enqueue_one(queue, Message::new(body.to_string()))
+        .await
+        .expect("enqueue");
+    (cluster, admin)
+}
+
 /// What a queue holds, from the admin's view.
 async fn holds(admin: &Client, queue: &str) -> (u64, u64, u64) {
     let info = admin.get_queue(queue).await.expect("get the queue");
@@ -116,16 +132,7 @@ async fn only_tls_clients_that_trust_the_cluster_ca_get_in() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_or_wrong_token_is_unauthenticated_and_changes_nothing() {
-    let cluster = secured().await;
-    let admin = cluster.client();
-    admin
-        .create_queue("orders.eu", Default::default())
-        .await
-        .expect("create");
-    admin
-        .enqueue_one("orders.eu", Message::new("kept"))
-        .await
-        .expect("enqueue");
+    let (cluster, admin) = secured_with("orders.eu", "kept").await;
     let before = holds(&admin, "orders.eu").await;
 
     for token in [None, Some("not-a-token"), Some("")] {
@@ -156,16 +163,7 @@ async fn a_missing_or_wrong_token_is_unauthenticated_and_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_without_a_permission_is_denied_by_name_and_the_queue_is_unchanged() {
-    let cluster = secured().await;
-    let admin = cluster.client();
-    admin
-        .create_queue("orders.eu", Default::default())
-        .await
-        .expect("create");
-    admin
-        .enqueue_one("orders.eu", Message::new("one"))
-        .await
-        .expect("enqueue");
+    let (cluster, admin) = secured_with("orders.eu", "one").await;
     let before = holds(&admin, "orders.eu").await;
 
     // `reader` may receive everywhere but not send, manage or administer.

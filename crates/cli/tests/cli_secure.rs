@@ -52,6 +52,23 @@ impl Drop for Dev {
     }
 }
 
+/// Runs `attempt` until it succeeds, at most [`MAX_POLLS`] times.
+fn until_ok(what: &str, attempt: impl Fn() -> Run) -> Run {
+    let mut last = None;
+    for _ in 0..MAX_POLLS {
+        let run = attempt();
+        if run.status.success() {
+            return run;
+        }
+        last = Some(run);
+        std::thread::sleep(POLL_INTERVAL);
+    }
+    panic!(
+        "{what}: never succeeded; last:\n{}",
+        last.map(|r| r.to_string()).unwrap_or_default()
+    );
+}
+
 /// The value of `export NAME=VALUE` in `lines`.
 fn export(lines: &[String], name: &str) -> String {
     let prefix = format!("  export {name}=");
@@ -115,16 +132,9 @@ fn dev_secure_starts_a_cluster_the_cli_reaches_only_with_its_ca_and_token() {
     };
 
     phase("the README's tour with the exported CA and token");
-    let mut created = None;
-    for _ in 0..MAX_POLLS {
-        let run = secure(&["queue", "create", "jobs"], None, &token);
-        if run.status.success() {
-            created = Some(run);
-            break;
-        }
-        std::thread::sleep(POLL_INTERVAL);
-    }
-    created.expect("the queue is created once a leader is elected");
+    until_ok("the queue is created once a leader is elected", || {
+        secure(&["queue", "create", "jobs"], None, &token)
+    });
     secure(&["send", "jobs"], Some("hello\n"), &token).expect_ok();
     let run = secure(&["recv", "jobs", "--ack", "--json"], None, &token).expect_ok();
     assert_eq!(run.bodies(), ["hello"], "{run}");
@@ -166,16 +176,10 @@ fn dev_secure_starts_a_cluster_the_cli_reaches_only_with_its_ca_and_token() {
             .expect("kill");
         assert!(sent.success(), "kill -HUP {pid}");
     }
-    let mut sent = None;
-    for _ in 0..MAX_POLLS {
-        let run = secure(&["send", "orders.eu", "x"], None, &scoped);
-        if run.status.success() {
-            sent = Some(run);
-            break;
-        }
-        std::thread::sleep(POLL_INTERVAL);
-    }
-    sent.expect("the new user sends to orders.* once the nodes re-read the file");
+    until_ok(
+        "the new user sends to orders.* once the nodes re-read the file",
+        || secure(&["send", "orders.eu", "x"], None, &scoped),
+    );
     secure(&["send", "jobs", "x"], None, &scoped).expect_refusal(&[
         "lacks the send permission",
         "\"jobs\"",
