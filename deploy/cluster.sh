@@ -35,12 +35,17 @@ fi
 files=(-f "$deploy/compose.yaml")
 if [ "${RAFTQ_SECURE:-0}" = 1 ]; then
     secrets=${RAFTQ_SECRETS_DIR:-$deploy/secrets}
-    if [ -r "$secrets/probe.env" ]; then
+    if [ -r "$secrets/probe.token" ]; then
         # Absolute: compose reads relative paths from deploy/, not from here.
         secrets=$(cd "$secrets" && pwd)
         export RAFTQ_SECRETS_DIR=$secrets
         files+=(-f "$deploy/compose.secure.yaml")
-    elif [ "${1:-}" != down ]; then
+    elif [ "${1:-}" = down ]; then
+        :
+    elif [ -r "$secrets/probe.env" ]; then
+        # A set from before the health check read its token from a file.
+        die "$secrets has probe.env but no probe.token (an older set): run deploy/make-secrets.sh --force $secrets (a new CA and new tokens), or write the probe's token to $secrets/probe.token (mode 0644)"
+    else
         die "no secrets in $secrets: run deploy/make-secrets.sh first"
     fi
 fi
@@ -105,9 +110,10 @@ case "$cmd" in
         wait_healthy "$nodes"
         echo "cluster: $nodes nodes healthy after $((SECONDS - started))s (project $project)"
         if [ "${RAFTQ_SECURE:-0}" = 1 ] && [ -r "$secrets/admin.token" ]; then
-            # The container's own token is the probe's, which sees only the
-            # leader. -e NAME passes the value without putting it in argv.
-            RAFTQ_TOKEN=$(cat "$secrets/admin.token") docker exec -e RAFTQ_TOKEN "$(container 1)" /raftq cluster status
+            # The container's own token (RAFTQ_TOKEN_FILE) is the probe's,
+            # which sees only the leader. --token-file /dev/stdin hands the
+            # admin's over a pipe: not in argv, not in the environment.
+            docker exec -i "$(container 1)" /raftq cluster status --token-file /dev/stdin <"$secrets/admin.token"
         else
             docker exec "$(container 1)" /raftq cluster status
         fi

@@ -27,12 +27,13 @@
 #                            permission on every queue) and "probe" (no
 #                            permission: health checks only)
 #   admin.token              the admin's token
-#   probe.env                RAFTQ_TOKEN=<the probe's token>, for compose
+#   probe.token              the probe's token, for the compose health check
+#                            (mounted as a secret, read via RAFTQ_TOKEN_FILE)
 #
-# The directory is 0700. Node keys and users.toml are 0644 inside it: compose
-# bind-mounts them into containers that run as uid 65532, which must read
-# them; nobody else on the host can reach them through the directory. The CA
-# key, the client key and the tokens stay 0600.
+# The directory is 0700. Node keys, users.toml and probe.token are 0644
+# inside it: compose bind-mounts them into containers that run as uid 65532,
+# which must read them; nobody else on the host can reach them through the
+# directory. The CA key, the client key and admin.token stay 0600.
 #
 # Environment: RAFTQ_BIN (the raftq binary; default: raftq on PATH, else the
 # newest one cargo built under target/), RAFTQ_K8S_NAMESPACE (default raftq),
@@ -125,15 +126,14 @@ make_new() {
 
     # add-user appends, so start from an empty users file. The tokens go to
     # files only the owner can read, never to the terminal.
-    rm -f "$dir/users.toml" "$dir/admin.token" "$dir/probe.env"
+    # (probe.env: what sets made before probe.token held instead.)
+    rm -f "$dir/users.toml" "$dir/admin.token" "$dir/probe.token" "$dir/probe.env"
     (
         umask 077
         add_user "$raftq" admin "$dir/admin.token" --admin --allow '*=send,receive,manage'
         add_user "$raftq" probe "$dir/probe.token"
-        printf 'RAFTQ_TOKEN=%s\n' "$(cat "$dir/probe.token")" >"$dir/probe.env"
-        rm -f "$dir/probe.token"
     )
-    chmod 0644 "$dir"/node-*.key "$dir/users.toml"
+    chmod 0644 "$dir"/node-*.key "$dir/users.toml" "$dir/probe.token"
     echo "make-secrets: wrote a CA, certificates for nodes 1-$nodes and a client, and users admin and probe to $dir (with $raftq)"
 }
 

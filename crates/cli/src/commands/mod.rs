@@ -38,13 +38,9 @@ pub struct ClientArgs {
     /// Prefer RAFTQ_TOKEN or --token-file: a flag shows in `ps`.
     #[arg(long, env = "RAFTQ_TOKEN", global = true, hide_env_values = true)]
     pub token: Option<String>,
-    /// A file holding the bearer token (its first line), e.g. a mounted secret.
-    #[arg(
-        long,
-        env = "RAFTQ_TOKEN_FILE",
-        global = true,
-        conflicts_with = "token"
-    )]
+    /// A file holding the bearer token (its first line), e.g. a mounted
+    /// secret. --token (or RAFTQ_TOKEN) wins when both are given.
+    #[arg(long, env = "RAFTQ_TOKEN_FILE", global = true)]
     pub token_file: Option<PathBuf>,
 }
 
@@ -73,8 +69,9 @@ impl ClientArgs {
             }
             None => None,
         };
-        let token = match &self.token_file {
-            Some(path) => Some(
+        let token = match (&self.token, &self.token_file) {
+            (Some(token), _) => Some(token.clone()),
+            (None, Some(path)) => Some(
                 std::fs::read_to_string(path)
                     .map_err(|err| {
                         anyhow::anyhow!("cannot read the token file {}: {err}", path.display())
@@ -85,7 +82,7 @@ impl ClientArgs {
                     .trim()
                     .to_string(),
             ),
-            None => self.token.clone(),
+            (None, None) => None,
         };
         Ok(ClientConfig {
             tls,
@@ -133,7 +130,7 @@ pub fn hint(err: &raftq_client::Error, cluster: &str) -> Option<String> {
             "the connection to {cluster} broke at the HTTP/2 layer: a node with TLS on refuses plaintext; give the cluster's CA with --ca or RAFTQ_CA"
         ),
         Code::Unauthenticated => {
-            "pass the token with --token or RAFTQ_TOKEN (`raftq dev --secure` prints one; an admin makes them with `raftq auth add-user`)".to_string()
+            "pass the token with --token-file, RAFTQ_TOKEN or --token (`raftq dev --secure` prints one; an admin makes them with `raftq auth add-user`)".to_string()
         }
         Code::PermissionDenied => {
             "ask the cluster's admin for the permission (the users file, see docs/SECURITY.md)".to_string()
