@@ -51,6 +51,8 @@ pub struct Settings {
     pub max_waits_per_connection: usize,
     /// Serve the HTTP port over TLS (with `secure` and `http`).
     pub http_tls: bool,
+    /// Every node's HTTP/2 stream bound per connection.
+    pub max_streams_per_connection: u32,
 }
 
 /// A test user: name, token, admin, and permissions by queue pattern.
@@ -118,6 +120,7 @@ impl Default for Settings {
             secure: false,
             max_waits_per_connection: NodeConfig::default().max_waits_per_connection,
             http_tls: false,
+            max_streams_per_connection: NodeConfig::default().max_streams_per_connection,
         }
     }
 }
@@ -137,6 +140,7 @@ fn base_config(id: u64, addr: SocketAddr, dir: PathBuf, settings: &Settings) -> 
         max_state_memory_bytes: settings.max_state_memory_bytes,
         proposal_queue_bytes: settings.proposal_queue_bytes,
         max_waits_per_connection: settings.max_waits_per_connection,
+        max_streams_per_connection: settings.max_streams_per_connection,
         ..NodeConfig::default()
     }
 }

@@ -712,3 +712,108 @@ async fn a_changed_users_file_is_taken_without_a_signal_and_a_broken_one_is_not(
     assert!(taken, "the new user was not taken within 20 s");
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_forwards_only_so_many_waits_and_other_calls_through_it_go_on() {
+    // 8 streams per connection: a follower forwards at most 4 waits.
+    let cluster = TestCluster::start_with(
+        3,
+        Settings {
+            max_streams_per_connection: 8,
+            ..Settings::default()
+        },
+    )
+    .await;
+    let admin = cluster.client();
+    admin
+        .create_queue("idle", Default::default())
+        .await
+        .expect("create");
+    let follower = cluster.follower_of(cluster.wait_for_leader().await);
+    let waiting = |client: Client| async move {
+        client
+            .receive(
+                "idle",
+                ReceiveOptions {
+                    max: 1,
+                    wait: Duration::from_secs(4),
+                    ..ReceiveOptions::default()
+                },
+            )
+            .await
+    };
+    // Four clients, each its own connection to the follower.
+    let held: Vec<_> = (0..4)
+        .map(|_| tokio::spawn(waiting(cluster.client_of(follower))))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let err = waiting(cluster.client_of(follower))
+        .await
+        .expect_err("a fifth forwarded wait is refused");
+    assert_eq!(err.code, Code::ResourceExhausted, "{err}");
+    assert!(err.message.contains("forwards"), "{err}");
+    // Other calls through the follower go on.
+    cluster
+        .client_of(follower)
+        .enqueue_one("idle", Message::new("through the follower"))
+        .await
+        .expect("an enqueue through the follower");
+    for wait in held {
+        wait.await
+            .expect("join")
+            .expect("a held wait ends normally");
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn naming_a_dead_letter_queue_needs_send_on_it() {
+    let (cluster, admin) = secured_with("billing", "kept").await;
+    // `orders` may also manage orders.*: it creates queues there, but may
+    // only dead-letter into queues it may send to.
+    for id in cluster.ids() {
+        std::fs::write(
+            cluster.users_file(id),
+            raftq_tests::cluster::users_file(&[("orders*", &[Permission::Manage])]),
+        )
+        .expect("write");
+        let auth = cluster.node(id).node.auth.clone().expect("auth is on");
+        auth.reload().expect("reload");
+    }
+    let orders = as_user(&cluster, "orders");
+    let with_dlq = |dlq: &str| raftq_client::proto::QueueConfig {
+        dead_letter_queue: Some(dlq.to_string()),
+        max_deliveries: Some(1),
+        ..Default::default()
+    };
+    for dlq in ["billing", "no-such-queue"] {
+        let err = orders
+            .create_queue("orders.x", with_dlq(dlq))
+            .await
+            .expect_err("no send on the DLQ");
+        assert_eq!(err.code, Code::PermissionDenied, "{dlq}: {err}");
+        assert!(
+            err.message.contains("send") && err.message.contains(dlq),
+            "{err}"
+        );
+    }
+    orders
+        .create_queue("orders.y", Default::default())
+        .await
+        .expect("create without a DLQ");
+    let err = orders
+        .update_queue("orders.y", with_dlq("billing"), &[])
+        .await
+        .expect_err("no send on the DLQ");
+    assert_eq!(err.code, Code::PermissionDenied, "{err}");
+    orders
+        .create_queue("orders.dlq", Default::default())
+        .await
+        .expect("create the DLQ");
+    orders
+        .create_queue("orders.x", with_dlq("orders.dlq"))
+        .await
+        .expect("a DLQ it may send to");
+    assert_eq!(holds(&admin, "billing").await.0, 1, "billing is untouched");
+    cluster.shutdown().await;
+}

@@ -289,6 +289,27 @@ fn tls_make_certs_and_auth_refuse_bad_input_with_a_clear_message() {
         CLI_TIMEOUT,
     )
     .expect_refusal(&["already has a user"]);
+    // A file whose last line has no newline gets a well-formed entry; a
+    // broken file is not appended to.
+    let text = std::fs::read_to_string(dir.path().join("users.toml")).expect("read");
+    std::fs::write(dir.path().join("users.toml"), text.trim_end()).expect("write");
+    raftq(
+        &["auth", "add-user", "b", "--file", &users],
+        None,
+        CLI_TIMEOUT,
+    )
+    .expect_ok();
+    let text = std::fs::read_to_string(dir.path().join("users.toml")).expect("read");
+    assert_eq!(text.matches("[[user]]").count(), 2, "{text}");
+    assert!(!text.contains("true[[user]]"), "{text}");
+    let broken = dir.path().join("broken.toml");
+    std::fs::write(&broken, "[[user]]\nname = 1\n").expect("write");
+    raftq(
+        &["auth", "add-user", "c", "--file", &broken.to_string_lossy()],
+        None,
+        CLI_TIMEOUT,
+    )
+    .expect_refusal(&["fix the file first"]);
     let run = raftq(&["auth", "hash"], Some("secret\n"), CLI_TIMEOUT).expect_ok();
     assert_eq!(run.stdout.trim().len(), 64, "{run}");
     // A node refuses a users file that does not parse, naming it.
@@ -309,6 +330,44 @@ fn tls_make_certs_and_auth_refuse_bad_input_with_a_clear_message() {
         SERVE_REFUSAL_TIMEOUT,
     )
     .expect_refusal(&["bad.toml", "token_sha256"]);
+    // A users file with no users would refuse every call: refused.
+    let empty = dir.path().join("empty.toml");
+    std::fs::write(&empty, "").expect("write");
+    raftq(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            &data.to_string_lossy(),
+            "--auth-file",
+            &empty.to_string_lossy(),
+        ],
+        None,
+        SERVE_REFUSAL_TIMEOUT,
+    )
+    .expect_refusal(&["has no users"]);
+    // Another node's certificate: refused, naming what the node needs.
+    raftq(
+        &[
+            "serve",
+            "--id",
+            "1",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            &data.to_string_lossy(),
+            "--tls-cert",
+            &format!("{out}/node-2.pem"),
+            "--tls-key",
+            &format!("{out}/node-2.key"),
+            "--tls-client-ca",
+            &format!("{out}/ca.pem"),
+        ],
+        None,
+        SERVE_REFUSAL_TIMEOUT,
+    )
+    .expect_refusal(&["node-1.raftq"]);
     // TLS files that do not belong together stop the start too.
     raftq(
         &[

@@ -84,6 +84,10 @@ impl ClientTls {
     }
 }
 
+/// The longest token the client sends (raftq's are 67 bytes); a longer one
+/// would make the server refuse the headers.
+pub const MAX_TOKEN_BYTES: usize = 4096;
+
 /// Adds the bearer token, if any, to every request. Its `Debug` never
 /// shows the token.
 #[derive(Clone, Default)]
@@ -107,6 +111,15 @@ impl Credentials {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .map(|token| {
+                if token.len() > MAX_TOKEN_BYTES || !token.bytes().all(|b| b.is_ascii_graphic()) {
+                    return Err(Error::new(
+                        tonic::Code::InvalidArgument,
+                        format!(
+                            "a token is printable ASCII without spaces, at most \
+                             {MAX_TOKEN_BYTES} bytes: this one is not (is it the token?)"
+                        ),
+                    ));
+                }
                 format!("Bearer {token}").parse().map_err(|_| {
                     Error::new(
                         tonic::Code::InvalidArgument,
@@ -160,6 +173,8 @@ mod tests {
             Some(Some("Bearer rq_secret"))
         );
         assert!(Credentials::new(Some("bad\ntoken")).is_err());
+        assert!(Credentials::new(Some("tök")).is_err());
+        assert!(Credentials::new(Some(&"a".repeat(MAX_TOKEN_BYTES + 1))).is_err());
         let none = Credentials::new(Some("  ")).expect("blank is no token");
         let mut none = none;
         let request =

@@ -336,8 +336,22 @@ pub fn parse_grant(text: &str) -> std::result::Result<(String, Vec<Permission>),
 
 /// Parses a users file's text; `origin` names it in errors.
 fn parse_users(origin: &str, text: &str) -> Result<Users> {
-    let file: UsersFile =
-        toml::from_str(text).map_err(|err| Error::Config(format!("users file {origin}: {err}")))?;
+    // The error's message and line only: toml's snippet of the file could
+    // show a token someone wrote there by mistake.
+    let file: UsersFile = toml::from_str(text).map_err(|err| {
+        let line = err.span().map(|span| {
+            text.as_bytes()[..span.start.min(text.len())]
+                .iter()
+                .filter(|b| **b == b'\n')
+                .count()
+                + 1
+        });
+        Error::Config(format!(
+            "users file {origin}{}: {}",
+            line.map(|l| format!(", line {l}")).unwrap_or_default(),
+            err.message()
+        ))
+    })?;
     let mut users = Users::new();
     let mut names = std::collections::HashSet::new();
     for entry in file.user {
@@ -376,7 +390,26 @@ fn read_users(path: &Path) -> Result<Users> {
     let text = std::fs::read_to_string(path).map_err(|err| {
         Error::Config(format!("cannot read users file {}: {err}", path.display()))
     })?;
-    parse_users(&path.display().to_string(), &text)
+    let users = parse_users(&path.display().to_string(), &text)?;
+    if users.is_empty() {
+        // An empty file (one caught half-written, an empty Secret) would
+        // lock every caller out.
+        return Err(Error::Config(format!(
+            "users file {} has no users: every call would be refused; add one with \
+             `raftq auth add-user`",
+            path.display()
+        )));
+    }
+    Ok(users)
+}
+
+/// The names of the users in a users file's text, checking it as a node
+/// would (an empty text has none).
+pub fn user_names(origin: &str, text: &str) -> Result<Vec<String>> {
+    Ok(parse_users(origin, text)?
+        .into_values()
+        .map(|user| user.name.clone())
+        .collect())
 }
 
 impl Auth {
@@ -411,11 +444,14 @@ impl Auth {
                  (the CLI's --token or RAFTQ_TOKEN)",
             )
         })?;
+        // The scheme is case-insensitive (RFC 7235), then whitespace.
         let token = header
             .to_str()
             .ok()
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .map(str::trim)
+            .and_then(|value| value.split_once(|c: char| c.is_ascii_whitespace()))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
+            .filter(|token| !token.is_empty())
             .ok_or_else(|| {
                 Status::unauthenticated("the authorization header must be `Bearer TOKEN`")
             })?;
@@ -582,6 +618,23 @@ mod tests {
             "Bearer secret".parse().expect("ascii"),
         );
         assert_eq!(auth.user(&metadata).expect("valid").name, "root");
+        metadata.insert(
+            AUTHORIZATION_HEADER,
+            "bearer \t secret".parse().expect("ascii"),
+        );
+        assert_eq!(auth.user(&metadata).expect("any case").name, "root");
+        // An empty file would lock everyone out: refused, the users stay.
+        std::fs::write(&path, "").expect("write");
+        let err = auth.reload().expect_err("no users").to_string();
+        assert!(err.contains("no users"), "{err}");
+        assert_eq!(auth.user(&metadata).expect("kept").name, "root");
+        // A parse error names the line, never the text around it.
+        std::fs::write(&path, "[[user]]\nname = \"x\"\ntoken = \"rq_leaked\"\n").expect("write");
+        let err = auth.reload().expect_err("unknown field").to_string();
+        assert!(
+            err.contains("line 3") && !err.contains("rq_leaked"),
+            "{err}"
+        );
         // Rotation: a new file replaces the users; a broken one is refused
         // and the old users stay.
         std::fs::write(&path, "not toml [").expect("write");

@@ -337,7 +337,7 @@ pub struct ServeArgs {
     pub http_tls: bool,
     /// Users file (TOML: names, token hashes, per-queue permissions; see
     /// `raftq auth add-user`). When set, every call needs a token. Re-read on
-    /// SIGHUP.
+    /// SIGHUP and when it changes (checked every 5 s).
     #[arg(long, env = "RAFTQ_AUTH_FILE")]
     pub auth_file: Option<PathBuf>,
     /// TOML file with any of the settings above (snake_case keys).

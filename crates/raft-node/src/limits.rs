@@ -6,13 +6,29 @@
 //! for a free stream); and waiting receives (long-polls), which hold a
 //! stream for up to 20 s each, are bounded here per connection
 //! (`max_waits_per_connection`): one more is refused with
-//! `RESOURCE_EXHAUSTED` at once instead of queueing behind the others.
+//! `RESOURCE_EXHAUSTED` at once instead of queueing behind the others. A
+//! follower forwards all its clients' calls to the leader over one
+//! connection, so it also bounds the waiting receives it forwards at once
+//! ([`forwarded_waits`]): a few clients' long-polls cannot take the streams
+//! the other calls through that follower need.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use tonic::Status;
+
+/// The key [`forwarded_waits`] are counted under.
+pub const FORWARDED: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
+
+/// How many waiting receives a follower forwards to the leader at once:
+/// half the streams of its one connection to the leader (whose
+/// `max_streams_per_connection` it assumes is its own), so that forwarded
+/// waits never take the streams every other forwarded call needs.
+pub fn forwarded_waits(max_streams_per_connection: u32) -> usize {
+    (max_streams_per_connection as usize / 2).max(1)
+}
 
 /// Waiting receives held per connection (keyed by the remote address).
 #[derive(Debug)]

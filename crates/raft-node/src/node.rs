@@ -93,6 +93,9 @@ pub struct Node {
     pub tls: Option<crate::tls::Tls>,
     /// Waiting receives held per client connection.
     pub wait_slots: Arc<crate::limits::WaitSlots>,
+    /// Waiting receives this node forwards to the leader at once (they
+    /// share one connection to it).
+    pub forwarded_waits: Arc<crate::limits::WaitSlots>,
     /// Set when the node cannot go on (its storage failed or hangs);
     /// [`NodeHandle::wait`] returns the reason as an error.
     fatal: watch::Sender<Option<String>>,
@@ -175,6 +178,9 @@ impl Node {
         // TLS and users are read before anything listens: a bad file stops
         // the start with its name.
         let tls = config.tls.as_ref().map(crate::tls::Tls::load).transpose()?;
+        if let (Some(tls), Some(paths)) = (&tls, &config.tls) {
+            tls.check_names(config.id, &paths.cert)?;
+        }
         let auth = config
             .auth_file
             .as_deref()
@@ -222,6 +228,9 @@ impl Node {
             auth,
             tls,
             wait_slots: crate::limits::WaitSlots::new(config.max_waits_per_connection),
+            forwarded_waits: crate::limits::WaitSlots::new(crate::limits::forwarded_waits(
+                config.max_streams_per_connection,
+            )),
             memory: Arc::new(crate::memory::MemoryBudget::new(
                 config.max_state_memory_bytes,
             )),

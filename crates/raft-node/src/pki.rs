@@ -57,9 +57,12 @@ pub fn make_cluster(dir: &Path, nodes: &BTreeMap<u64, Vec<String>>) -> Result<Cl
     std::fs::create_dir_all(dir)
         .map_err(|err| Error::Config(format!("cannot create {}: {err}", dir.display())))?;
     let mut ca_params = CertificateParams::default();
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "raftq cluster CA");
+    // A name of its own, so that two CAs never look alike in an error.
+    let tag = crate::auth::new_token()?;
+    ca_params.distinguished_name.push(
+        DnType::CommonName,
+        format!("raftq cluster CA {}", &tag[3..11]),
+    );
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     let ca_key = KeyPair::generate().map_err(pki_error("CA key"))?;

@@ -100,6 +100,23 @@ impl Tls {
         Ok(tls)
     }
 
+    /// Refuses a certificate that does not name node `id`
+    /// (`node-<id>.raftq`): its peers would refuse every message from it.
+    pub fn check_names(&self, id: u64, cert_path: &Path) -> Result<()> {
+        use rustls_pki_types::pem::PemObject;
+        let der = CertificateDer::from_pem_slice(&self.cert_pem)
+            .map_err(|err| Error::Config(format!("tls_cert {}: {err}", cert_path.display())))?;
+        if is_node(&[der], id) {
+            return Ok(());
+        }
+        Err(Error::Config(format!(
+            "tls_cert {} does not name this node: it needs the DNS name {} (peers check it), \
+             or it is another node's certificate",
+            cert_path.display(),
+            peer_name(id)
+        )))
+    }
+
     /// The gRPC server's TLS: this node's identity; client certificates are
     /// asked for and verified against the cluster CA when presented (peers
     /// must present one, clients may).

@@ -7,7 +7,9 @@
 use std::io::{Read, Write};
 use std::path::PathBuf;
 
-use raftq_raft_node::auth::{hash_token, new_token, parse_grant, user_entry, Permission};
+use raftq_raft_node::auth::{
+    hash_token, new_token, parse_grant, user_entry, user_names, Permission,
+};
 
 /// `raftq auth` commands.
 #[derive(Clone, Debug, clap::Args)]
@@ -50,26 +52,43 @@ pub fn run(args: AuthArgs) -> anyhow::Result<()> {
             allow,
             admin,
         } => {
-            if let Ok(text) = std::fs::read_to_string(&file) {
-                if text.contains(&format!("name = \"{name}\"")) {
-                    anyhow::bail!(
-                        "{} already has a user {name:?}: remove its entry first to replace its token",
-                        file.display()
-                    );
-                }
+            let origin = file.display().to_string();
+            let existing = match std::fs::read_to_string(&file) {
+                Ok(text) => text,
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => String::new(),
+                Err(err) => anyhow::bail!("cannot read {origin}: {err}"),
+            };
+            // The file is checked as a node reads it, before and after: an
+            // entry appended to a broken file would be lost with it.
+            let names = user_names(&origin, &existing)
+                .map_err(|err| anyhow::anyhow!("{err}\nhint: fix the file first"))?;
+            if names.contains(&name) {
+                anyhow::bail!(
+                    "{origin} already has a user {name:?}: remove its entry first to replace its token"
+                );
             }
             let token = new_token()?;
             let entry = user_entry(&name, &token, admin, &allow)?;
+            let mut added = String::new();
+            if !existing.is_empty() {
+                if !existing.ends_with('\n') {
+                    added.push('\n');
+                }
+                added.push('\n');
+            }
+            added.push_str(&entry);
+            user_names(&origin, &format!("{existing}{added}"))?;
+            // Appended in place (not replaced): a bind-mounted file keeps
+            // its inode, so containers see the change.
             let mut out = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(&file)
-                .map_err(|err| anyhow::anyhow!("cannot open {}: {err}", file.display()))?;
-            writeln!(out, "{entry}")?;
+                .map_err(|err| anyhow::anyhow!("cannot open {origin}: {err}"))?;
+            out.write_all(added.as_bytes())?;
             eprintln!(
-                "added user {name:?} to {}; send SIGHUP to the nodes (or restart them) to take it. \
-                 The token, shown only now:",
-                file.display()
+                "added user {name:?} to {origin}; the nodes take it within 5 s (or at once on \
+                 SIGHUP). The token, shown only now:"
             );
             println!("{token}");
             Ok(())
@@ -151,6 +170,16 @@ impl Secured {
             });
         }
         let certs = raftq_raft_node::pki::make_cluster(&dir, &nodes)?;
+        // Certificates were missing (a node added, a file lost): they are
+        // made anew, but the users and the admin's token are kept.
+        if users.exists() && token_file.exists() {
+            let token = std::fs::read_to_string(&token_file)?.trim().to_string();
+            return Ok(Secured {
+                certs,
+                users,
+                token,
+            });
+        }
         let token = new_token()?;
         let entry = user_entry(
             "admin",

@@ -51,6 +51,13 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let addr = |id: u16| format!("127.0.0.1:{}", args.base_port + id - 1);
     let cluster: Vec<String> = ids.iter().map(|&id| format!("{id}={}", addr(id))).collect();
     std::fs::create_dir_all(&args.data_dir)?;
+    if !args.secure && args.data_dir.join("tls").join("users.toml").exists() {
+        eprintln!(
+            "note: {} was last run with --secure; this start has no TLS and no auth, so anyone \
+             who reaches 127.0.0.1 can read its queues (add --secure to keep them protected)",
+            args.data_dir.display()
+        );
+    }
     let secured = if args.secure {
         let ids: Vec<u64> = ids.iter().map(|&id| u64::from(id)).collect();
         Some(super::auth::Secured::throwaway(

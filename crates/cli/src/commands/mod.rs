@@ -71,17 +71,16 @@ impl ClientArgs {
         };
         let token = match (&self.token, &self.token_file) {
             (Some(token), _) => Some(token.clone()),
-            (None, Some(path)) => Some(
-                std::fs::read_to_string(path)
-                    .map_err(|err| {
-                        anyhow::anyhow!("cannot read the token file {}: {err}", path.display())
-                    })?
-                    .lines()
-                    .next()
-                    .unwrap_or_default()
-                    .trim()
-                    .to_string(),
-            ),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path).map_err(|err| {
+                    anyhow::anyhow!("cannot read the token file {}: {err}", path.display())
+                })?;
+                let token = text.lines().next().unwrap_or_default().trim().to_string();
+                if token.is_empty() {
+                    anyhow::bail!("the token file {} is empty", path.display());
+                }
+                Some(token)
+            }
             (None, None) => None,
         };
         Ok(ClientConfig {

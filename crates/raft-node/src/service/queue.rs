@@ -124,6 +124,17 @@ impl QueueService for QueueApi {
         request: Request<pb::CreateQueueRequest>,
     ) -> std::result::Result<Response<pb::CreateQueueResponse>, Status> {
         authorize(&request, Permission::Manage, &request.get_ref().name)?;
+        // Dead letters are sent to the queue the config names: naming one
+        // needs `send` on it (RabbitMQ checks write on the DLX the same way).
+        if let Some(dlq) = request
+            .get_ref()
+            .config
+            .as_ref()
+            .and_then(|c| c.dead_letter_queue.as_deref())
+            .filter(|dlq| !dlq.is_empty())
+        {
+            authorize(&request, Permission::Send, dlq)?;
+        }
         call(
             &self.node,
             "create_queue",
@@ -150,6 +161,17 @@ impl QueueService for QueueApi {
         request: Request<pb::UpdateQueueRequest>,
     ) -> std::result::Result<Response<pb::UpdateQueueResponse>, Status> {
         authorize(&request, Permission::Manage, &request.get_ref().name)?;
+        // Dead letters are sent to the queue the config names: naming one
+        // needs `send` on it (RabbitMQ checks write on the DLX the same way).
+        if let Some(dlq) = request
+            .get_ref()
+            .config
+            .as_ref()
+            .and_then(|c| c.dead_letter_queue.as_deref())
+            .filter(|dlq| !dlq.is_empty())
+        {
+            authorize(&request, Permission::Send, dlq)?;
+        }
         call(
             &self.node,
             "update_queue",
@@ -353,8 +375,26 @@ impl QueueService for QueueApi {
         authorize(&request, Permission::Receive, &request.get_ref().queue)?;
         // A receive that may wait holds one of its connection's wait slots
         // until it answers (forwarded ones are counted where they arrived).
-        let _slot = if request.get_ref().wait_ms > 0 && !super::from_peer(&self.node, &request) {
+        let waits = request.get_ref().wait_ms > 0;
+        let _slot = if waits && !super::from_peer(&self.node, &request) {
             self.node.wait_slots.take(request.remote_addr())?
+        } else {
+            None
+        };
+        // A wait this node forwards also holds a stream of its one
+        // connection to the leader: bounded across all its clients.
+        let leads = self.node.forwarder.leader().map(|(id, _)| id) == Some(self.node.id);
+        let _forwarded = if waits && !leads && !super::is_forwarded(&request) {
+            self.node
+                .forwarded_waits
+                .take(Some(crate::limits::FORWARDED))
+                .map_err(|_| {
+                    Status::resource_exhausted(format!(
+                        "this node already forwards {} waiting receives to the leader: receive \
+                         from the leader directly, or without waiting",
+                        crate::limits::forwarded_waits(self.node.config.max_streams_per_connection)
+                    ))
+                })?
         } else {
             None
         };
@@ -405,6 +445,25 @@ impl QueueService for QueueApi {
         request: Request<Streaming<pb::ConsumeRequest>>,
     ) -> std::result::Result<Response<Self::ConsumeStream>, Status> {
         let caller = Caller::of(&request)?;
+        // A consume stream this node relays holds a stream of its one
+        // connection to the leader for as long as it runs: counted with the
+        // forwarded waits.
+        let leads = self.node.forwarder.leader().map(|(id, _)| id) == Some(self.node.id);
+        let relay_slot = if !leads && !super::is_forwarded(&request) {
+            Some(
+                self.node
+                    .forwarded_waits
+                    .take(Some(crate::limits::FORWARDED))
+                    .map_err(|_| {
+                        Status::resource_exhausted(
+                            "this node relays as many consume streams and waiting receives to \
+                             the leader as it may: consume from the leader directly",
+                        )
+                    })?,
+            )
+        } else {
+            None
+        };
         call(
             &self.node,
             "consume",
@@ -420,7 +479,10 @@ impl QueueService for QueueApi {
                 let relayed = Request::from_parts(metadata, extensions, outbound);
                 let response = client(channel).consume(relayed).await?;
                 let (metadata, stream, extensions) = response.into_parts();
-                let stream: ConsumeStream = Box::pin(stream);
+                // The relay's slot is freed when the stream ends.
+                let stream: ConsumeStream = Box::pin(stream.inspect(move |_| {
+                    let _held = &relay_slot;
+                }));
                 Ok(Response::from_parts(metadata, stream, extensions))
             },
         )
