@@ -72,6 +72,37 @@ async fn secured_with(queue: &str, body: &str) -> (TestCluster, Client) {
     (cluster, admin)
 }
 
+/// A receive of one message from `queue` that waits up to `wait`.
+async fn wait_on(
+    client: Client,
+    queue: &'static str,
+    wait: Duration,
+) -> raftq_client::Result<Vec<raftq_client::proto::Delivery>> {
+    client
+        .receive(
+            queue,
+            ReceiveOptions {
+                max: 1,
+                wait,
+                ..ReceiveOptions::default()
+            },
+        )
+        .await
+}
+
+/// A secured cluster and its admin client, with the empty queues `queues`.
+async fn secured_with_queues(queues: &[&str]) -> (TestCluster, Client) {
+    let cluster = secured().await;
+    let admin = cluster.client();
+    for queue in queues {
+        admin
+            .create_queue(queue, Default::default())
+            .await
+            .expect("create");
+    }
+    (cluster, admin)
+}
+
 /// What a queue holds, from the admin's view.
 async fn holds(admin: &Client, queue: &str) -> (u64, u64, u64) {
     let info = admin.get_queue(queue).await.expect("get the queue");
@@ -299,12 +330,7 @@ async fn a_token_scoped_to_orders_cannot_see_or_touch_billing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forwarded_call_is_authorized_as_its_caller_by_the_leader() {
-    let cluster = secured().await;
-    let admin = cluster.client();
-    admin
-        .create_queue("billing", Default::default())
-        .await
-        .expect("create");
+    let (cluster, admin) = secured_with_queues(&["billing"]).await;
     let leader = cluster.wait_for_leader().await;
     let follower = cluster.follower_of(leader);
     // The follower's users file lets `orders` send to billing; the leader's
@@ -562,18 +588,7 @@ async fn one_connection_may_hold_only_so_many_waiting_receives() {
         .expect("create");
     let leader = cluster.wait_for_leader().await;
     let one = cluster.client_of(leader);
-    let waiting = |client: Client| async move {
-        client
-            .receive(
-                "idle",
-                ReceiveOptions {
-                    max: 1,
-                    wait: Duration::from_secs(3),
-                    ..ReceiveOptions::default()
-                },
-            )
-            .await
-    };
+    let waiting = |client: Client| wait_on(client, "idle", Duration::from_secs(3));
     let first = tokio::spawn(waiting(one.clone()));
     let second = tokio::spawn(waiting(one.clone()));
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -666,12 +681,7 @@ async fn the_http_port_serves_tls_with_the_node_certificate_when_asked() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_users_file_is_taken_without_a_signal_and_a_broken_one_is_not() {
-    let cluster = secured().await;
-    let admin = cluster.client();
-    admin
-        .create_queue("orders.eu", Default::default())
-        .await
-        .expect("create");
+    let (cluster, _admin) = secured_with_queues(&["orders.eu"]).await;
     let leader = cluster.wait_for_leader().await;
     let fresh = raftq_raft_node::auth::user_entry(
         "fresh",
@@ -730,18 +740,7 @@ async fn a_follower_forwards_only_so_many_waits_and_other_calls_through_it_go_on
         .await
         .expect("create");
     let follower = cluster.follower_of(cluster.wait_for_leader().await);
-    let waiting = |client: Client| async move {
-        client
-            .receive(
-                "idle",
-                ReceiveOptions {
-                    max: 1,
-                    wait: Duration::from_secs(4),
-                    ..ReceiveOptions::default()
-                },
-            )
-            .await
-    };
+    let waiting = |client: Client| wait_on(client, "idle", Duration::from_secs(4));
     // Four clients, each its own connection to the follower.
     let held: Vec<_> = (0..4)
         .map(|_| tokio::spawn(waiting(cluster.client_of(follower))))

@@ -219,6 +219,15 @@ fn dev_secure_starts_a_cluster_the_cli_reaches_only_with_its_ca_and_token() {
     drop(dev);
 }
 
+/// `raftq serve --listen 127.0.0.1:0 --data-dir DATA ARGS` must refuse to
+/// start, saying every one of `says`.
+fn serve_refused(data: &std::path::Path, args: &[&str], says: &[&str]) {
+    let data = data.to_string_lossy();
+    let mut all = vec!["serve", "--listen", "127.0.0.1:0", "--data-dir", &data];
+    all.extend_from_slice(args);
+    raftq(&all, None, SERVE_REFUSAL_TIMEOUT).expect_refusal(says);
+}
+
 #[test]
 fn tls_make_certs_and_auth_refuse_bad_input_with_a_clear_message() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -316,47 +325,25 @@ fn tls_make_certs_and_auth_refuse_bad_input_with_a_clear_message() {
     std::fs::write(dir.path().join("bad.toml"), "[[user]]\nname = \"x\"\n").expect("write");
     let bad = dir.path().join("bad.toml");
     let data = dir.path().join("data");
-    raftq(
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            &data.to_string_lossy(),
-            "--auth-file",
-            &bad.to_string_lossy(),
-        ],
-        None,
-        SERVE_REFUSAL_TIMEOUT,
-    )
-    .expect_refusal(&["bad.toml", "token_sha256"]);
+    serve_refused(
+        &data,
+        &["--auth-file", &bad.to_string_lossy()],
+        &["bad.toml", "token_sha256"],
+    );
     // A users file with no users would refuse every call: refused.
     let empty = dir.path().join("empty.toml");
     std::fs::write(&empty, "").expect("write");
-    raftq(
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            &data.to_string_lossy(),
-            "--auth-file",
-            &empty.to_string_lossy(),
-        ],
-        None,
-        SERVE_REFUSAL_TIMEOUT,
-    )
-    .expect_refusal(&["has no users"]);
+    serve_refused(
+        &data,
+        &["--auth-file", &empty.to_string_lossy()],
+        &["has no users"],
+    );
     // Another node's certificate: refused, naming what the node needs.
-    raftq(
+    serve_refused(
+        &data,
         &[
-            "serve",
             "--id",
             "1",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            &data.to_string_lossy(),
             "--tls-cert",
             &format!("{out}/node-2.pem"),
             "--tls-key",
@@ -364,18 +351,12 @@ fn tls_make_certs_and_auth_refuse_bad_input_with_a_clear_message() {
             "--tls-client-ca",
             &format!("{out}/ca.pem"),
         ],
-        None,
-        SERVE_REFUSAL_TIMEOUT,
-    )
-    .expect_refusal(&["node-1.raftq"]);
+        &["node-1.raftq"],
+    );
     // TLS files that do not belong together stop the start too.
-    raftq(
+    serve_refused(
+        &data,
         &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            &data.to_string_lossy(),
             "--tls-cert",
             &format!("{out}/node-1.pem"),
             "--tls-key",
@@ -383,8 +364,6 @@ fn tls_make_certs_and_auth_refuse_bad_input_with_a_clear_message() {
             "--tls-client-ca",
             &format!("{out}/ca.pem"),
         ],
-        None,
-        SERVE_REFUSAL_TIMEOUT,
-    )
-    .expect_refusal(&["do not make a usable set"]);
+        &["do not make a usable set"],
+    );
 }

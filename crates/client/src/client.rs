@@ -140,8 +140,6 @@ impl std::fmt::Debug for ClientConfig {
 
 struct Inner {
     leader: LeaderCache,
-    tls: Option<ClientTls>,
-    credentials: Credentials,
     retry: RetryPolicy,
     client_id: String,
     next_dedup: AtomicU64,
@@ -210,19 +208,25 @@ impl Client {
             .map(Into::into)
             .filter(|s: &String| !s.trim().is_empty())
             .collect();
+        Ok(Client::over(
+            LeaderCache::new(seeds, tls, credentials)?,
+            retry,
+        ))
+    }
+
+    /// A client over `leader`'s nodes, with a dedup id prefix of its own.
+    fn over(leader: LeaderCache, retry: RetryPolicy) -> Client {
         let random = std::collections::hash_map::RandomState::new()
             .build_hasher()
             .finish();
-        Ok(Client {
+        Client {
             inner: Arc::new(Inner {
-                leader: LeaderCache::new(seeds, tls.clone(), credentials.clone())?,
+                leader,
                 retry,
-                tls,
-                credentials,
                 client_id: format!("{random:016x}"),
                 next_dedup: AtomicU64::new(1),
             }),
-        })
+        }
     }
 
     /// The seed addresses.
@@ -738,23 +742,8 @@ impl Client {
     /// A client of the node at `addr` only, with this client's TLS and
     /// token, and the retry policy given.
     pub fn to_node(&self, addr: &str, retry: RetryPolicy) -> Result<Client> {
-        let random = std::collections::hash_map::RandomState::new()
-            .build_hasher()
-            .finish();
-        Ok(Client {
-            inner: Arc::new(Inner {
-                leader: LeaderCache::new(
-                    vec![addr.to_string()],
-                    self.inner.tls.clone(),
-                    self.inner.credentials.clone(),
-                )?,
-                retry,
-                tls: self.inner.tls.clone(),
-                credentials: self.inner.credentials.clone(),
-                client_id: format!("{random:016x}"),
-                next_dedup: AtomicU64::new(1),
-            }),
-        })
+        let leader = self.inner.leader.with_seeds(vec![addr.to_string()])?;
+        Ok(Client::over(leader, retry))
     }
 
     /// Adds a node: it joins as a learner and becomes a voter once caught up.

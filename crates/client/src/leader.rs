@@ -101,6 +101,11 @@ impl LeaderCache {
         })
     }
 
+    /// A cache over other `seeds`, with the same TLS and credentials.
+    pub fn with_seeds(&self, seeds: Vec<String>) -> Result<Self> {
+        LeaderCache::new(seeds, self.tls.clone(), self.credentials.clone())
+    }
+
     /// The seed addresses.
     pub fn seeds(&self) -> &[String] {
         &self.seeds

@@ -32,6 +32,7 @@ use crate::auth::{Caller, Permission};
 use crate::convert;
 use crate::error::{Error, Result};
 use crate::forward::Route;
+use crate::limits::{forwarded_waits, WaitSlot, FORWARDED};
 use crate::network::MAX_GRPC_MESSAGE_BYTES;
 use crate::node::{Node, REQUEST_TIMEOUT};
 use crate::read;
@@ -76,6 +77,47 @@ fn authorize<T>(
     Caller::of(request)?
         .check(permission, queue)
         .map_err(to_status)
+}
+
+/// Refuses a create or update unless its caller has `manage` on `name` and,
+/// when `config` names a dead-letter queue, `send` on that queue: dead
+/// letters are sends into it (RabbitMQ checks write on the dead-letter
+/// exchange at declare the same way).
+fn authorize_config<T>(
+    request: &Request<T>,
+    name: &str,
+    config: Option<&pb::QueueConfig>,
+) -> std::result::Result<(), Status> {
+    authorize(request, Permission::Manage, name)?;
+    match config
+        .and_then(|c| c.dead_letter_queue.as_deref())
+        .filter(|dlq| !dlq.is_empty())
+    {
+        Some(dlq) => authorize(request, Permission::Send, dlq),
+        None => Ok(()),
+    }
+}
+
+/// A slot for a long call (a waiting receive, a consume stream) this node
+/// relays to the leader: all its clients' relayed calls share its one
+/// connection to the leader, so they are bounded together
+/// ([`crate::limits::forwarded_waits`]). `None` when this node leads or
+/// the call was forwarded to it.
+fn relay_slot<T>(
+    node: &Node,
+    request: &Request<T>,
+) -> std::result::Result<Option<WaitSlot>, Status> {
+    let leads = node.forwarder.leader().map(|(id, _)| id) == Some(node.id);
+    if leads || super::is_forwarded(request) {
+        return Ok(None);
+    }
+    node.forwarded_waits.take(Some(FORWARDED)).map_err(|_| {
+        Status::resource_exhausted(format!(
+            "this node already forwards {} waiting receives and consume streams to the leader: \
+             call the leader directly, or receive without waiting",
+            forwarded_waits(node.config.max_streams_per_connection)
+        ))
+    })
 }
 
 fn client(channel: Channel) -> QueueServiceClient<Channel> {
@@ -123,18 +165,11 @@ impl QueueService for QueueApi {
         &self,
         request: Request<pb::CreateQueueRequest>,
     ) -> std::result::Result<Response<pb::CreateQueueResponse>, Status> {
-        authorize(&request, Permission::Manage, &request.get_ref().name)?;
-        // Dead letters are sent to the queue the config names: naming one
-        // needs `send` on it (RabbitMQ checks write on the DLX the same way).
-        if let Some(dlq) = request
-            .get_ref()
-            .config
-            .as_ref()
-            .and_then(|c| c.dead_letter_queue.as_deref())
-            .filter(|dlq| !dlq.is_empty())
-        {
-            authorize(&request, Permission::Send, dlq)?;
-        }
+        authorize_config(
+            &request,
+            &request.get_ref().name,
+            request.get_ref().config.as_ref(),
+        )?;
         call(
             &self.node,
             "create_queue",
@@ -160,18 +195,11 @@ impl QueueService for QueueApi {
         &self,
         request: Request<pb::UpdateQueueRequest>,
     ) -> std::result::Result<Response<pb::UpdateQueueResponse>, Status> {
-        authorize(&request, Permission::Manage, &request.get_ref().name)?;
-        // Dead letters are sent to the queue the config names: naming one
-        // needs `send` on it (RabbitMQ checks write on the DLX the same way).
-        if let Some(dlq) = request
-            .get_ref()
-            .config
-            .as_ref()
-            .and_then(|c| c.dead_letter_queue.as_deref())
-            .filter(|dlq| !dlq.is_empty())
-        {
-            authorize(&request, Permission::Send, dlq)?;
-        }
+        authorize_config(
+            &request,
+            &request.get_ref().name,
+            request.get_ref().config.as_ref(),
+        )?;
         call(
             &self.node,
             "update_queue",
@@ -381,20 +409,8 @@ impl QueueService for QueueApi {
         } else {
             None
         };
-        // A wait this node forwards also holds a stream of its one
-        // connection to the leader: bounded across all its clients.
-        let leads = self.node.forwarder.leader().map(|(id, _)| id) == Some(self.node.id);
-        let _forwarded = if waits && !leads && !super::is_forwarded(&request) {
-            self.node
-                .forwarded_waits
-                .take(Some(crate::limits::FORWARDED))
-                .map_err(|_| {
-                    Status::resource_exhausted(format!(
-                        "this node already forwards {} waiting receives to the leader: receive \
-                         from the leader directly, or without waiting",
-                        crate::limits::forwarded_waits(self.node.config.max_streams_per_connection)
-                    ))
-                })?
+        let _relayed = if waits {
+            relay_slot(&self.node, &request)?
         } else {
             None
         };
@@ -445,25 +461,8 @@ impl QueueService for QueueApi {
         request: Request<Streaming<pb::ConsumeRequest>>,
     ) -> std::result::Result<Response<Self::ConsumeStream>, Status> {
         let caller = Caller::of(&request)?;
-        // A consume stream this node relays holds a stream of its one
-        // connection to the leader for as long as it runs: counted with the
-        // forwarded waits.
-        let leads = self.node.forwarder.leader().map(|(id, _)| id) == Some(self.node.id);
-        let relay_slot = if !leads && !super::is_forwarded(&request) {
-            Some(
-                self.node
-                    .forwarded_waits
-                    .take(Some(crate::limits::FORWARDED))
-                    .map_err(|_| {
-                        Status::resource_exhausted(
-                            "this node relays as many consume streams and waiting receives to \
-                             the leader as it may: consume from the leader directly",
-                        )
-                    })?,
-            )
-        } else {
-            None
-        };
+        // Held for as long as the relayed stream runs.
+        let slot = relay_slot(&self.node, &request)?;
         call(
             &self.node,
             "consume",
@@ -481,7 +480,7 @@ impl QueueService for QueueApi {
                 let (metadata, stream, extensions) = response.into_parts();
                 // The relay's slot is freed when the stream ends.
                 let stream: ConsumeStream = Box::pin(stream.inspect(move |_| {
-                    let _held = &relay_slot;
+                    let _held = &slot;
                 }));
                 Ok(Response::from_parts(metadata, stream, extensions))
             },
