@@ -443,39 +443,27 @@ async fn attack(
         data: Vec::new(),
         done: true,
     };
-    let mut codes = Vec::new();
-    let m = envelope(
-        cluster,
-        claimed,
-        target,
-        codec::encode(&vote_rpc).expect("encode"),
-    );
-    codes.push(client.vote(m).await.map_or_else(|s| s.code(), |_| Code::Ok));
-    let m = envelope(
-        cluster,
-        claimed,
-        target,
-        codec::encode(&append).expect("encode"),
-    );
-    codes.push(
-        client
-            .append_entries(m)
-            .await
-            .map_or_else(|s| s.code(), |_| Code::Ok),
-    );
-    let m = envelope(
-        cluster,
-        claimed,
-        target,
-        codec::encode(&snapshot).expect("encode"),
-    );
-    codes.push(
-        client
-            .install_snapshot(m)
-            .await
-            .map_or_else(|s| s.code(), |_| Code::Ok),
-    );
-    codes
+    let wrap = |payload: Vec<u8>| envelope(cluster, claimed, target, payload);
+    let code = |answer: Result<tonic::Response<RaftMessage>, tonic::Status>| {
+        answer.map_or_else(|status| status.code(), |_| Code::Ok)
+    };
+    vec![
+        code(
+            client
+                .vote(wrap(codec::encode(&vote_rpc).expect("encode")))
+                .await,
+        ),
+        code(
+            client
+                .append_entries(wrap(codec::encode(&append).expect("encode")))
+                .await,
+        ),
+        code(
+            client
+                .install_snapshot(wrap(codec::encode(&snapshot).expect("encode")))
+                .await,
+        ),
+    ]
 }
 
 fn terms_and_logs(cluster: &TestCluster) -> Vec<(u64, Option<u64>, Option<u64>)> {
