@@ -17,7 +17,7 @@ use raftq_proto::internal::raft_service_client::RaftServiceClient;
 use raftq_proto::internal::RaftMessage;
 use raftq_proto::v1 as pb;
 use raftq_storage::{codec, TypeConfig};
-use raftq_tests::cluster::TestCluster;
+use raftq_tests::cluster::{Settings, TestCluster};
 
 fn what() -> String {
     "hostile peer".into()
@@ -205,5 +205,89 @@ async fn a_node_answers_hostile_raft_messages_with_errors_and_goes_on_serving() 
     .await
     .expect("in time")
     .expect("enqueue");
+    cluster.shutdown().await;
+}
+
+/// Reads from `stream` until the server closes it (end of file or a reset),
+/// for at most `within`; the server's own first bytes (its HTTP/2 settings)
+/// are read and dropped on the way.
+async fn closed_by_server(stream: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 1024];
+    tokio::time::timeout(within, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+/// A client that opens a TCP connection and never speaks (no TLS hello, no
+/// HTTP/2 preface) is cut off after the first-byte timeout, and holds up
+/// neither a node's stop nor its next start on the same data dir. (Before,
+/// the stop waited on such a connection forever, the node's log database
+/// stayed open and locked, and the restart failed.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_connects_and_never_speaks_holds_up_neither_a_stop_nor_the_next_start() {
+    use raftq_raft_node::incoming::{CLOSE_GRACE, FIRST_BYTE_TIMEOUT};
+
+    let mut cluster = TestCluster::start_with(
+        3,
+        Settings {
+            http: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let leader = cluster.wait_for_leader().await;
+    let client = cluster.client();
+    client
+        .create_queue("kept", Default::default())
+        .await
+        .expect("create");
+    client
+        .enqueue_one("kept", Message::new("before"))
+        .await
+        .expect("enqueue");
+
+    println!("phase: silent connections to a follower's ports across its stop and restart");
+    let target = cluster.follower_of(leader);
+    let mut silent = tokio::net::TcpStream::connect(cluster.addr(target))
+        .await
+        .expect("connect");
+    let http = cluster.node(target).http_addr.expect("an HTTP port");
+    let mut silent_http = tokio::net::TcpStream::connect(http).await.expect("connect");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    cluster.stop(target).await;
+    assert!(
+        closed_by_server(&mut silent, CLOSE_GRACE + Duration::from_secs(10)).await,
+        "the stopped node closed the silent gRPC connection"
+    );
+    assert!(
+        closed_by_server(&mut silent_http, Duration::from_secs(10)).await,
+        "the stopped node closed the silent HTTP connection"
+    );
+    cluster.restart(target).await;
+    cluster
+        .wait_until("the restarted follower catches up", |c| {
+            let leader_applied = c.node(leader).node.raft.metrics().borrow().last_applied;
+            c.node(target).node.raft.metrics().borrow().last_applied == leader_applied
+        })
+        .await;
+
+    println!("phase: a silent connection to a running node is cut off");
+    let mut silent = tokio::net::TcpStream::connect(cluster.addr(leader))
+        .await
+        .expect("connect");
+    assert!(
+        closed_by_server(&mut silent, FIRST_BYTE_TIMEOUT + Duration::from_secs(20)).await,
+        "a connection silent for {FIRST_BYTE_TIMEOUT:?} is closed"
+    );
+    let stats = client.get_queue("kept").await.expect("the cluster serves");
+    assert_eq!(stats.ready, 1, "{stats:?}");
     cluster.shutdown().await;
 }

@@ -50,6 +50,7 @@ pub mod disk;
 pub mod error;
 pub mod forward;
 pub mod identity;
+pub mod incoming;
 pub mod limits;
 pub mod memory;
 pub mod metrics;

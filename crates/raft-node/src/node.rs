@@ -249,7 +249,10 @@ impl Node {
         });
 
         let mut tasks = Vec::new();
-        tasks.push(tokio::spawn(serve_grpc(node.clone(), listener, context)));
+        tasks.push((
+            "gRPC server",
+            tokio::spawn(serve_grpc(node.clone(), listener, context)),
+        ));
         let http_addr = match node.config.http_listen {
             Some(addr) => {
                 let http = TcpListener::bind(addr).await.map_err(|err| {
@@ -262,27 +265,30 @@ impl Node {
                     ))),
                     _ => None,
                 };
-                tasks.push(tokio::spawn(crate::service::http::serve(
-                    node.clone(),
-                    http,
-                    tls,
-                )));
+                tasks.push((
+                    "HTTP server",
+                    tokio::spawn(crate::service::http::serve(node.clone(), http, tls)),
+                ));
                 Some(bound)
             }
             None => None,
         };
-        tasks.push(tokio::spawn(crate::ticker::run(node.clone())));
+        tasks.push(("ticker", tokio::spawn(crate::ticker::run(node.clone()))));
         if let Some(auth) = node.auth.clone() {
-            tasks.push(tokio::spawn(reload_users(auth, node.shutdown_signal())));
+            tasks.push((
+                "users file reload",
+                tokio::spawn(reload_users(auth, node.shutdown_signal())),
+            ));
         }
-        tasks.push(tokio::spawn(watch_state(node.clone())));
-        tasks.push(tokio::spawn(watch_memory(node.clone())));
-        tasks.push(tokio::spawn(watch_standing(node.clone())));
-        tasks.push(tokio::spawn(watch_storage(node.clone())));
+        tasks.push(("state watch", tokio::spawn(watch_state(node.clone()))));
+        tasks.push(("memory watch", tokio::spawn(watch_memory(node.clone()))));
+        tasks.push(("standing watch", tokio::spawn(watch_standing(node.clone()))));
+        tasks.push(("storage watch", tokio::spawn(watch_storage(node.clone()))));
         let disk_node = node.clone();
-        tasks.push(tokio::spawn(async move {
-            disk_node.disk.run(disk_node.shutdown_signal()).await
-        }));
+        tasks.push((
+            "disk monitor",
+            tokio::spawn(async move { disk_node.disk.run(disk_node.shutdown_signal()).await }),
+        ));
         let external = shutdown_tx.clone();
         tokio::spawn(async move {
             shutdown.await;
@@ -393,6 +399,33 @@ async fn watch_memory(node: Arc<Node>) {
         }
         let used = node.state.read().queues.memory_estimate();
         node.memory.set_used(used);
+    }
+}
+
+/// How long a stop waits for the node's own tasks (its servers included,
+/// which close their connections after [`crate::incoming::CLOSE_GRACE`])
+/// before it aborts them.
+pub const TASK_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a stop waits for the calls still running (each holds the node)
+/// to end, so that the stores close before it returns.
+pub const RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Drops `node` once nothing else holds it (calls that were running when
+/// the servers closed end soon after Raft stops), so that its stores close
+/// and their file locks are released; waits at most [`RELEASE_TIMEOUT`].
+async fn release(node: Arc<Node>) {
+    let deadline = tokio::time::Instant::now() + RELEASE_TIMEOUT;
+    while Arc::strong_count(&node) > 1 {
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(
+                node_id = node.id,
+                holders = Arc::strong_count(&node) - 1,
+                "calls still hold the stopped node; its stores close when they end"
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -547,6 +580,7 @@ async fn serve_grpc(node: Arc<Node>, listener: TcpListener, context: PeerContext
         .build_v1()
         .expect("the descriptor set built with the proto crate is valid");
     let mut shutdown = node.shutdown_signal();
+    let (close_tx, close_rx) = watch::channel(false);
     let mut builder = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .max_concurrent_streams(node.config.max_streams_per_connection);
@@ -584,14 +618,14 @@ async fn serve_grpc(node: Arc<Node>, listener: TcpListener, context: PeerContext
         ))
         .add_service(health_service)
         .add_service(reflection)
-        // Nagle's algorithm on server sockets would hold small responses back
-        // for the peer's delayed ACK (up to 40 ms): turn it off on every
-        // accepted connection.
         .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            async move {
-                let _ = shutdown.wait_for(|stop| *stop).await;
-            },
+            crate::incoming::incoming(listener, close_rx),
+            crate::incoming::close_after_grace(
+                async move {
+                    let _ = shutdown.wait_for(|stop| *stop).await;
+                },
+                close_tx,
+            ),
         )
         .await;
     if let Err(err) = result {
@@ -608,7 +642,8 @@ pub struct NodeHandle {
     /// Where its HTTP server listens, if it has one.
     pub http_addr: Option<SocketAddr>,
     shutdown_tx: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
+    /// The node's own tasks, by name (for the log when one does not stop).
+    tasks: Vec<(&'static str, JoinHandle<()>)>,
 }
 
 impl NodeHandle {
@@ -658,13 +693,24 @@ impl NodeHandle {
     }
 
     async fn finish(self) {
-        for task in self.tasks {
-            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        let deadline = tokio::time::Instant::now() + TASK_STOP_TIMEOUT;
+        for (name, mut task) in self.tasks {
+            if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+                tracing::warn!(
+                    node_id = self.node.id,
+                    task = name,
+                    "did not stop in time; aborted"
+                );
+                task.abort();
+                let _ = task.await;
+            }
         }
         snapshot_before_stopping(&self.node).await;
         if let Err(err) = self.node.raft.shutdown().await {
             tracing::warn!(error = %err, "raft did not stop cleanly");
         }
-        tracing::info!(node_id = self.node.id, "node stopped");
+        let id = self.node.id;
+        release(self.node).await;
+        tracing::info!(node_id = id, "node stopped");
     }
 }
