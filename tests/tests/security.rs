@@ -157,6 +157,31 @@ async fn only_tls_clients_that_trust_the_cluster_ca_get_in() {
     assert_eq!(err.code, Code::FailedPrecondition, "not retried: {err}");
     assert!(err.message.starts_with("TLS failed"), "{err}");
 
+    // A client that trusts the cluster but presents a certificate from
+    // another CA: the node refuses the certificate, and the client says so
+    // at once instead of retrying a refusal.
+    let foreign_cert = client_with(
+        &cluster,
+        ClientConfig {
+            tls: Some(ClientTls {
+                ca_pem: std::fs::read(&cluster.certs().ca).expect("read"),
+                identity: Some((
+                    std::fs::read(&other.client.0).expect("read"),
+                    std::fs::read(&other.client.1).expect("read"),
+                )),
+                ..ClientTls::default()
+            }),
+            token: Some(token_of("admin").into()),
+            ..ClientConfig::default()
+        },
+    );
+    let err = foreign_cert
+        .enqueue_one("jobs", Message::new("foreign certificate"))
+        .await
+        .expect_err("a client certificate from another CA is refused");
+    assert_eq!(err.code, Code::FailedPrecondition, "not retried: {err}");
+    assert!(err.message.starts_with("TLS failed"), "{err}");
+
     assert_eq!(holds(&admin, "jobs").await, (0, 0, 0), "nothing got in");
     cluster.shutdown().await;
 }

@@ -47,10 +47,13 @@ impl From<tonic::Status> for Error {
     /// `UNAVAILABLE`, since sending it again is what helps. raftq's servers
     /// never answer `UNKNOWN` or `CANCELLED` themselves.
     fn from(status: tonic::Status) -> Self {
-        if let Some(why) = tls_refusal(status.message()) {
+        // A transport failure says only "transport error"; why (a TLS alert,
+        // a reset) is in the status's sources.
+        let text = with_sources(status.message(), std::error::Error::source(&status));
+        if let Some(why) = tls_refusal(&text) {
             return Error::new(
                 Code::FailedPrecondition,
-                format!("TLS failed ({why}): {}", status.message()),
+                format!("TLS failed ({why}): {text}"),
             );
         }
         let code = match status.code() {
@@ -61,6 +64,20 @@ impl From<tonic::Status> for Error {
         };
         Error::new(code, status.message())
     }
+}
+
+/// `message` followed by each error in the chain from `source`, joined by
+/// ": ", leaving out an error that only repeats the text before it.
+fn with_sources(message: &str, mut source: Option<&(dyn std::error::Error + 'static)>) -> String {
+    let mut text = message.to_string();
+    while let Some(inner) = source {
+        let said = inner.to_string();
+        if !text.ends_with(&said) {
+            text = format!("{text}: {said}");
+        }
+        source = inner.source();
+    }
+    text
 }
 
 /// Why a TLS handshake failed for good, when `message` says it did: a
@@ -76,7 +93,9 @@ fn tls_refusal(message: &str) -> Option<&'static str> {
         ("received corrupt message", "the node does not speak TLS on this port"),
         ("invalidcontenttype", "the node does not speak TLS on this port"),
         ("unknown ca", "the node does not trust this client's certificate"),
+        ("unknownca", "the node does not trust this client's certificate"),
         ("bad certificate", "the node refused this client's certificate"),
+        ("badcertificate", "the node refused this client's certificate"),
     ]
     .into_iter()
     .find(|(needle, _)| message.contains(needle))
@@ -100,12 +119,7 @@ fn is_transport_failure(message: &str) -> bool {
 
 impl From<tonic::transport::Error> for Error {
     fn from(err: tonic::transport::Error) -> Self {
-        let mut text = err.to_string();
-        let mut source = std::error::Error::source(&err);
-        while let Some(inner) = source {
-            text = format!("{text}: {inner}");
-            source = inner.source();
-        }
+        let text = with_sources(&err.to_string(), std::error::Error::source(&err));
         match tls_refusal(&text) {
             Some(why) => Error::new(
                 Code::FailedPrecondition,
@@ -130,6 +144,19 @@ mod tests {
         ));
         assert_eq!(refused.code, Code::FailedPrecondition);
         assert!(!refused.is_retryable() && refused.message.starts_with("TLS failed"));
+        // What rustls says when the node refuses this client's certificate
+        // comes in the status's source, after a plain "transport error".
+        let mut alert = tonic::Status::unknown("transport error");
+        alert.set_source(std::sync::Arc::new(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "received fatal alert: UnknownCA",
+        )));
+        let alert = Error::from(alert);
+        assert_eq!(alert.code, Code::FailedPrecondition, "{alert}");
+        assert!(
+            alert.message.contains("does not trust this client"),
+            "{alert}"
+        );
         let cut = Error::from(tonic::Status::unknown("transport error: connection reset"));
         assert!(cut.is_retryable(), "{cut}");
     }

@@ -332,8 +332,9 @@ pub struct ServeArgs {
     #[arg(long, env = "RAFTQ_TLS_CLIENT_CA")]
     pub tls_client_ca: Option<PathBuf>,
     /// Serve the HTTP port (--http-listen) over TLS with the node's
-    /// certificate (needs --tls-cert).
-    #[arg(long, env = "RAFTQ_HTTP_TLS")]
+    /// certificate (needs --tls-cert). RAFTQ_HTTP_TLS takes true/false,
+    /// 1/0, yes/no or on/off.
+    #[arg(long, env = "RAFTQ_HTTP_TLS", value_parser = clap::builder::BoolishValueParser::new())]
     pub http_tls: bool,
     /// Users file (TOML: names, token hashes, per-queue permissions; see
     /// `raftq auth add-user`). When set, every call needs a token. Re-read on
@@ -583,6 +584,36 @@ mod tests {
         };
         let err = http_tls.resolve().expect_err("no tls").to_string();
         assert!(err.contains("http_tls"), "{err}");
+    }
+
+    #[test]
+    fn http_tls_from_the_environment_takes_the_usual_spellings() {
+        use clap::{Args, Command, FromArgMatches};
+        // The only test that reads RAFTQ_HTTP_TLS (the environment is shared
+        // by the tests of this binary).
+        let parse = |value: &str| {
+            std::env::set_var("RAFTQ_HTTP_TLS", value);
+            let matches =
+                ServeArgs::augment_args(Command::new("serve")).try_get_matches_from(["serve"]);
+            std::env::remove_var("RAFTQ_HTTP_TLS");
+            matches
+                .map_err(|err| err.to_string())
+                .and_then(|m| ServeArgs::from_arg_matches(&m).map_err(|err| err.to_string()))
+                .map(|args| args.http_tls)
+        };
+        for (value, want) in [
+            ("1", true),
+            ("true", true),
+            ("yes", true),
+            ("on", true),
+            ("0", false),
+            ("false", false),
+            ("no", false),
+        ] {
+            assert_eq!(parse(value), Ok(want), "RAFTQ_HTTP_TLS={value}");
+        }
+        let err = parse("maybe").expect_err("not a boolean");
+        assert!(err.contains("maybe"), "{err}");
     }
 
     #[test]
