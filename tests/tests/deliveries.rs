@@ -309,3 +309,54 @@ async fn acks_issued_before_a_consumer_is_dropped_complete() {
     assert_eq!(info.counters.expect("counters").acked, 5);
     cluster.shutdown().await;
 }
+
+/// A consume stream waiting on an empty queue, on a node told to stop, ends
+/// at once with UNAVAILABLE saying so (the client's consumer reconnects to
+/// another node) instead of asking for messages again and again until its
+/// connection is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_consume_stream_on_a_stopping_node_ends_with_unavailable() {
+    let mut cluster = TestCluster::start(3).await;
+    let leader = cluster.wait_for_leader().await;
+    let client = cluster.client();
+    client
+        .create_queue("idle", Default::default())
+        .await
+        .expect("create");
+    let mut raw = QueueServiceClient::connect(format!("http://{}", cluster.addr(leader)))
+        .await
+        .expect("connect");
+    let (credit_tx, credit_rx) = tokio::sync::mpsc::channel::<pb::ConsumeRequest>(1);
+    credit_tx
+        .send(pb::ConsumeRequest {
+            request: Some(pb::consume_request::Request::Start(pb::ConsumeStart {
+                queue: "idle".into(),
+                credit: 10,
+                ..Default::default()
+            })),
+        })
+        .await
+        .expect("start");
+    let mut stream = raw
+        .consume(tokio_stream::wrappers::ReceiverStream::new(credit_rx))
+        .await
+        .expect("consume")
+        .into_inner();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let stopping = tokio::spawn(async move {
+        cluster.stop(leader).await;
+        cluster
+    });
+    let ended = tokio::time::timeout(Duration::from_secs(30), stream.next())
+        .await
+        .expect("the stream ends");
+    let status = ended
+        .expect("the stream says why it ends")
+        .expect_err("an error status");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("stopping"), "{status:?}");
+    let cluster = stopping.await.expect("stopped");
+    cluster.shutdown().await;
+    drop(credit_tx);
+}

@@ -227,13 +227,16 @@ async fn closed_by_server(stream: &mut tokio::net::TcpStream, within: Duration) 
 }
 
 /// A client that opens a TCP connection and never speaks (no TLS hello, no
-/// HTTP/2 preface) is cut off after the first-byte timeout, and holds up
-/// neither a node's stop nor its next start on the same data dir. (Before,
-/// the stop waited on such a connection forever, the node's log database
-/// stayed open and locked, and the restart failed.)
+/// HTTP/2 preface) is cut off after the first-byte timeout; and connections
+/// that stall halfway (part of the HTTP/2 preface, half an HTTP request
+/// head) hold up neither a node's stop nor its next start on the same data
+/// dir. (Before, the stop waited on such connections forever, the node's
+/// log database stayed open and locked, and the restart failed.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_connects_and_never_speaks_holds_up_neither_a_stop_nor_the_next_start() {
     use raftq_raft_node::incoming::{CLOSE_GRACE, FIRST_BYTE_TIMEOUT};
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpStream;
 
     let mut cluster = TestCluster::start_with(
         3,
@@ -254,23 +257,37 @@ async fn a_client_that_connects_and_never_speaks_holds_up_neither_a_stop_nor_the
         .await
         .expect("enqueue");
 
-    println!("phase: silent connections to a follower's ports across its stop and restart");
+    println!("phase: stalled connections to a follower's ports across its stop and restart");
     let target = cluster.follower_of(leader);
-    let mut silent = tokio::net::TcpStream::connect(cluster.addr(target))
-        .await
-        .expect("connect");
+    let grpc = cluster.addr(target);
     let http = cluster.node(target).http_addr.expect("an HTTP port");
-    let mut silent_http = tokio::net::TcpStream::connect(http).await.expect("connect");
+    let mut silent = TcpStream::connect(&grpc).await.expect("connect");
+    let mut half_preface = TcpStream::connect(&grpc).await.expect("connect");
+    half_preface
+        .write_all(b"PRI * HTTP/2.0\r\n")
+        .await
+        .expect("write");
+    let mut silent_http = TcpStream::connect(http).await.expect("connect");
+    let mut half_head = TcpStream::connect(http).await.expect("connect");
+    half_head
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: raftq\r\n")
+        .await
+        .expect("write");
     tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
     cluster.stop(target).await;
-    assert!(
-        closed_by_server(&mut silent, CLOSE_GRACE + Duration::from_secs(10)).await,
-        "the stopped node closed the silent gRPC connection"
-    );
-    assert!(
-        closed_by_server(&mut silent_http, Duration::from_secs(10)).await,
-        "the stopped node closed the silent HTTP connection"
-    );
+    println!("the stop took {:?}", started.elapsed());
+    for (what, stream) in [
+        ("silent gRPC", &mut silent),
+        ("half an HTTP/2 preface", &mut half_preface),
+        ("silent HTTP", &mut silent_http),
+        ("half an HTTP request head", &mut half_head),
+    ] {
+        assert!(
+            closed_by_server(stream, CLOSE_GRACE + Duration::from_secs(10)).await,
+            "the stopped node closed the {what} connection"
+        );
+    }
     cluster.restart(target).await;
     cluster
         .wait_until("the restarted follower catches up", |c| {

@@ -317,6 +317,11 @@ impl Node {
         self.shutdown.clone()
     }
 
+    /// Whether the node has been told to stop.
+    pub fn is_stopping(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
     /// Bytes the Raft log occupies on disk.
     pub fn log_size(&self) -> Result<u64> {
         Ok(self.log.size_on_disk()?)
@@ -402,20 +407,16 @@ async fn watch_memory(node: Arc<Node>) {
     }
 }
 
-/// How long a stop waits for the node's own tasks (its servers included,
-/// which close their connections after [`crate::incoming::CLOSE_GRACE`])
-/// before it aborts them.
-pub const TASK_STOP_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How long a stop waits for the calls still running (each holds the node)
-/// to end, so that the stores close before it returns.
-pub const RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a clean stop may take in all: its tasks (the servers close
+/// their connections after [`crate::incoming::CLOSE_GRACE`]), the snapshot
+/// before stopping, and the calls still running. Under the 15 s that
+/// `raftq serve` gives a clean stop.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(12);
 
 /// Drops `node` once nothing else holds it (calls that were running when
 /// the servers closed end soon after Raft stops), so that its stores close
-/// and their file locks are released; waits at most [`RELEASE_TIMEOUT`].
-async fn release(node: Arc<Node>) {
-    let deadline = tokio::time::Instant::now() + RELEASE_TIMEOUT;
+/// and their file locks are released; waits until `deadline` at most.
+async fn release(node: Arc<Node>, deadline: tokio::time::Instant) {
     while Arc::strong_count(&node) > 1 {
         if tokio::time::Instant::now() >= deadline {
             tracing::warn!(
@@ -429,13 +430,10 @@ async fn release(node: Arc<Node>) {
     }
 }
 
-/// How long a clean stop waits for its snapshot.
-pub const STOP_SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Takes a snapshot of what this node applied, so that its next start loads
-/// it instead of re-applying the log since the last one. Bounded by
-/// [`STOP_SNAPSHOT_TIMEOUT`]: a stop is never held up for long by it.
-async fn snapshot_before_stopping(node: &Node) {
+/// it instead of re-applying the log since the last one. Waits until
+/// `deadline` at most (the stop's): a stop is never held up for long by it.
+async fn snapshot_before_stopping(node: &Node, deadline: tokio::time::Instant) {
     let (applied, snapshot) = {
         let metrics = node.raft.metrics();
         let metrics = metrics.borrow();
@@ -452,7 +450,9 @@ async fn snapshot_before_stopping(node: &Node) {
     }
     let waited = node
         .raft
-        .wait(Some(STOP_SNAPSHOT_TIMEOUT))
+        .wait(Some(
+            deadline.saturating_duration_since(tokio::time::Instant::now()),
+        ))
         .metrics(
             |m| m.snapshot.is_some_and(|s| s.index >= applied.index),
             "a snapshot before stopping",
@@ -693,7 +693,7 @@ impl NodeHandle {
     }
 
     async fn finish(self) {
-        let deadline = tokio::time::Instant::now() + TASK_STOP_TIMEOUT;
+        let deadline = tokio::time::Instant::now() + STOP_TIMEOUT;
         for (name, mut task) in self.tasks {
             if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
                 tracing::warn!(
@@ -705,12 +705,12 @@ impl NodeHandle {
                 let _ = task.await;
             }
         }
-        snapshot_before_stopping(&self.node).await;
+        snapshot_before_stopping(&self.node, deadline).await;
         if let Err(err) = self.node.raft.shutdown().await {
             tracing::warn!(error = %err, "raft did not stop cleanly");
         }
         let id = self.node.id;
-        release(self.node).await;
+        release(self.node, deadline).await;
         tracing::info!(node_id = id, "node stopped");
     }
 }

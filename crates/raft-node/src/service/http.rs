@@ -13,19 +13,29 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
+use crate::incoming::{Connection, HttpListener};
 use crate::node::Node;
 
 /// How long a TLS handshake on the HTTP port may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Serves until the node shuts down; over TLS with `tls` (`http_tls`).
+/// Connections still open [`crate::incoming::CLOSE_GRACE`] after the node
+/// is told to stop are closed (a request head that never ends would
+/// otherwise hold the stop, and the node, forever).
 pub async fn serve(node: Arc<Node>, listener: TcpListener, tls: Option<TlsAcceptor>) {
     let mut shutdown = node.shutdown_signal();
-    let stop = async move {
-        let _ = shutdown.wait_for(|stop| *stop).await;
-    };
+    let (close_tx, close_rx) = watch::channel(false);
+    let stop = crate::incoming::close_after_grace(
+        async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        },
+        close_tx,
+    );
+    let listener = HttpListener::new(listener, close_rx);
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/health", get(|| async { "ok\n" }))
@@ -51,12 +61,12 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener, tls: Option<TlsAccept
 /// The HTTP port's listener with TLS: accepts a connection and completes
 /// its handshake (a failed or slow one is dropped and the next taken).
 struct TlsListener {
-    listener: TcpListener,
+    listener: HttpListener,
     acceptor: TlsAcceptor,
 }
 
 impl axum::serve::Listener for TlsListener {
-    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Io = tokio_rustls::server::TlsStream<Connection>;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
@@ -71,7 +81,7 @@ impl axum::serve::Listener for TlsListener {
     }
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.listener.local_addr()
+        axum::serve::Listener::local_addr(&self.listener)
     }
 }
 

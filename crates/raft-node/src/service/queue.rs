@@ -901,6 +901,20 @@ async fn consume_loop(
         let received =
             wait::receive(&node, &spec, MAX_WAIT, async move { closed.closed().await }).await;
         match received {
+            // A wait ends empty at once when the node stops: end the stream
+            // (the client's consumer reconnects to another node) instead of
+            // asking again in a loop until the connection closes.
+            Ok(deliveries) if deliveries.is_empty() && node.is_stopping() => {
+                let _ = tx
+                    .send(Err(Status::unavailable(format!(
+                        "node {} is stopping: consume from another node",
+                        node.id
+                    ))))
+                    .await;
+                // Not `closing`: the stream still hands the status over.
+                release_later(node.clone(), spec.queue.clone(), outbox.drain());
+                return;
+            }
             Ok(deliveries) => {
                 for delivery in deliveries {
                     sent += 1;
