@@ -310,28 +310,46 @@ async fn acks_issued_before_a_consumer_is_dropped_complete() {
     cluster.shutdown().await;
 }
 
-/// A consume stream waiting on an empty queue, on a node told to stop, ends
-/// at once with UNAVAILABLE saying so (the client's consumer reconnects to
-/// another node) instead of asking for messages again and again until its
-/// connection is closed.
+/// A consume stream waiting on a drained queue, on a node told to stop,
+/// ends at once with UNAVAILABLE saying so (the client's consumer
+/// reconnects to another node) instead of asking for messages again and
+/// again until its connection is closed; the messages it handed over before
+/// the status keep their leases (none is also made visible again), and
+/// nothing is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_consume_stream_on_a_stopping_node_ends_with_unavailable() {
+    use std::collections::BTreeSet;
+    const COUNT: u64 = 600;
+
     let mut cluster = TestCluster::start(3).await;
     let leader = cluster.wait_for_leader().await;
     let client = cluster.client();
     client
-        .create_queue("idle", Default::default())
+        .create_queue(
+            "jobs",
+            pb::QueueConfig {
+                visibility_timeout_ms: Some(120_000),
+                ..Default::default()
+            },
+        )
         .await
         .expect("create");
+    let messages: Vec<Message> = (0..COUNT)
+        .map(|i| Message::new(Bytes::from(format!("{i:04}").repeat(1_000))))
+        .collect();
+    client.enqueue("jobs", messages).await.expect("enqueue");
+
+    println!("phase: a stream leases everything and the client reads nothing yet");
     let mut raw = QueueServiceClient::connect(format!("http://{}", cluster.addr(leader)))
         .await
-        .expect("connect");
+        .expect("connect")
+        .max_decoding_message_size(64 << 20);
     let (credit_tx, credit_rx) = tokio::sync::mpsc::channel::<pb::ConsumeRequest>(1);
     credit_tx
         .send(pb::ConsumeRequest {
             request: Some(pb::consume_request::Request::Start(pb::ConsumeStart {
-                queue: "idle".into(),
-                credit: 10,
+                queue: "jobs".into(),
+                credit: 1_000,
                 ..Default::default()
             })),
         })
@@ -342,21 +360,71 @@ async fn a_consume_stream_on_a_stopping_node_ends_with_unavailable() {
         .await
         .expect("consume")
         .into_inner();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..600 {
+        if stats(&client, "jobs").await.in_flight == COUNT {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(stats(&client, "jobs").await.in_flight, COUNT, "all leased");
 
+    println!("phase: the node stops; the stream hands over what it holds, then says why it ends");
     let stopping = tokio::spawn(async move {
         cluster.stop(leader).await;
         cluster
     });
-    let ended = tokio::time::timeout(Duration::from_secs(30), stream.next())
-        .await
-        .expect("the stream ends");
-    let status = ended
-        .expect("the stream says why it ends")
-        .expect_err("an error status");
+    let mut handed = BTreeSet::new();
+    let status = loop {
+        let next = tokio::time::timeout(Duration::from_secs(30), stream.next())
+            .await
+            .expect("the stream ends in time")
+            .expect("the stream says why it ends");
+        match next {
+            Ok(response) => {
+                handed.insert(response.message.expect("a delivery").id);
+            }
+            Err(status) => break status,
+        }
+    };
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
     assert!(status.message().contains("stopping"), "{status:?}");
     let cluster = stopping.await.expect("stopped");
+
+    println!("phase: what was released is received again; nothing handed over is");
+    let mut again = BTreeSet::new();
+    loop {
+        let got = client
+            .receive(
+                "jobs",
+                ReceiveOptions {
+                    max: 100,
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("receive from the new leader");
+        if got.is_empty() {
+            break;
+        }
+        again.extend(got.into_iter().map(|d| d.id));
+    }
+    let both: Vec<_> = handed.intersection(&again).collect();
+    assert!(
+        both.is_empty(),
+        "{} messages handed over by the stream were also released: {both:?}",
+        both.len()
+    );
+    let after = stats(&client, "jobs").await;
+    assert_eq!(
+        after.ready + after.in_flight,
+        COUNT,
+        "nothing lost: {after:?}"
+    );
+    println!(
+        "handed over {}, released and received again {}",
+        handed.len(),
+        again.len()
+    );
     cluster.shutdown().await;
     drop(credit_tx);
 }

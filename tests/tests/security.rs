@@ -667,6 +667,13 @@ async fn the_http_port_serves_tls_with_the_node_certificate_when_asked() {
     )
     .await;
     let addr = cluster.node(1).http_addr.expect("an HTTP port");
+    // A client that starts a TLS handshake and stalls holds up no other:
+    // the answer below comes while this one's handshake still waits (it
+    // would be dropped after 5 s).
+    let mut stalled = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    tokio::io::AsyncWriteExt::write_all(&mut stalled, &[0x16, 0x03, 0x01])
+        .await
+        .expect("half a client hello");
     let response = tokio::time::timeout(
         Duration::from_secs(10),
         https_health(addr, &cluster.certs().ca),
@@ -677,6 +684,11 @@ async fn the_http_port_serves_tls_with_the_node_certificate_when_asked() {
     assert!(
         response.starts_with("HTTP/1.1 200") && response.contains("ok"),
         "{response}"
+    );
+    let mut probe = [0u8; 1];
+    assert!(
+        matches!(stalled.try_read(&mut probe), Err(err) if err.kind() == std::io::ErrorKind::WouldBlock),
+        "the stalled handshake was still waiting when the other client was answered"
     );
 
     // Plaintext HTTP gets no HTTP answer from a TLS port.

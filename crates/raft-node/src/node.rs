@@ -413,6 +413,9 @@ async fn watch_memory(node: Arc<Node>) {
 /// `raftq serve` gives a clean stop.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(12);
 
+/// How long past [`STOP_TIMEOUT`] openraft gets to stop its core.
+const RAFT_STOP_SLACK: Duration = Duration::from_secs(2);
+
 /// Drops `node` once nothing else holds it (calls that were running when
 /// the servers closed end soon after Raft stops), so that its stores close
 /// and their file locks are released; waits until `deadline` at most.
@@ -706,8 +709,15 @@ impl NodeHandle {
             }
         }
         snapshot_before_stopping(&self.node, deadline).await;
-        if let Err(err) = self.node.raft.shutdown().await {
-            tracing::warn!(error = %err, "raft did not stop cleanly");
+        // openraft's core stops between messages: one stuck in a storage
+        // call would hold this forever.
+        match tokio::time::timeout_at(deadline + RAFT_STOP_SLACK, self.node.raft.shutdown()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!(error = %err, "raft did not stop cleanly"),
+            Err(_) => tracing::error!(
+                node_id = self.node.id,
+                "raft did not stop in time (stuck in a storage call?); its stores stay open"
+            ),
         }
         let id = self.node.id;
         release(self.node, deadline).await;

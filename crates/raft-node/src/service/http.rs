@@ -14,6 +14,8 @@ use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
 use crate::incoming::{Connection, HttpListener};
@@ -48,7 +50,7 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener, tls: Option<TlsAccept
                 .await
         }
         Some(acceptor) => {
-            axum::serve(TlsListener { listener, acceptor }, app)
+            axum::serve(TlsListener::new(listener, acceptor), app)
                 .with_graceful_shutdown(stop)
                 .await
         }
@@ -58,24 +60,53 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener, tls: Option<TlsAccept
     }
 }
 
-/// The HTTP port's listener with TLS: accepts a connection and completes
-/// its handshake (a failed or slow one is dropped and the next taken).
+/// The HTTP port's listener with TLS: handshakes run side by side (a slow
+/// or stalled one holds up no other client), each bounded by
+/// [`HANDSHAKE_TIMEOUT`]; a failed one is dropped.
 struct TlsListener {
     listener: HttpListener,
     acceptor: TlsAcceptor,
+    handshakes: JoinSet<Option<(TlsStream<Connection>, SocketAddr)>>,
+}
+
+impl TlsListener {
+    fn new(listener: HttpListener, acceptor: TlsAcceptor) -> Self {
+        TlsListener {
+            listener,
+            acceptor,
+            handshakes: JoinSet::new(),
+        }
+    }
 }
 
 impl axum::serve::Listener for TlsListener {
-    type Io = tokio_rustls::server::TlsStream<Connection>;
+    type Io = TlsStream<Connection>;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         loop {
-            let (stream, addr) = axum::serve::Listener::accept(&mut self.listener).await;
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => return (tls, addr),
-                Ok(Err(err)) => tracing::debug!(%addr, error = %err, "HTTP TLS handshake failed"),
-                Err(_) => tracing::debug!(%addr, "HTTP TLS handshake timed out"),
+            tokio::select! {
+                (stream, addr) = axum::serve::Listener::accept(&mut self.listener) => {
+                    let acceptor = self.acceptor.clone();
+                    self.handshakes.spawn(async move {
+                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                            Ok(Ok(tls)) => Some((tls, addr)),
+                            Ok(Err(err)) => {
+                                tracing::debug!(%addr, error = %err, "HTTP TLS handshake failed");
+                                None
+                            }
+                            Err(_) => {
+                                tracing::debug!(%addr, "HTTP TLS handshake timed out");
+                                None
+                            }
+                        }
+                    });
+                }
+                Some(done) = self.handshakes.join_next(), if !self.handshakes.is_empty() => {
+                    if let Ok(Some(accepted)) = done {
+                        return accepted;
+                    }
+                }
             }
         }
     }

@@ -911,8 +911,9 @@ async fn consume_loop(
                         node.id
                     ))))
                     .await;
-                // Not `closing`: the stream still hands the status over.
-                release_later(node.clone(), spec.queue.clone(), outbox.drain());
+                // Not `closing`, and no release here: the stream still hands
+                // over the messages queued ahead of the status, then the
+                // status; its drop releases only what it never handed over.
                 return;
             }
             Ok(deliveries) => {
