@@ -17,6 +17,39 @@ async fn stats(client: &raftq_client::Client, queue: &str) -> pb::QueueInfo {
     client.get_queue(queue).await.expect("stats")
 }
 
+/// Opens a raw consume stream on `queue` at `addr` with `credit`; the
+/// sender keeps the request side open (dropping it ends the stream).
+async fn open_consume(
+    addr: &str,
+    queue: &str,
+    credit: u32,
+) -> (
+    tonic::Streaming<pb::ConsumeResponse>,
+    tokio::sync::mpsc::Sender<pb::ConsumeRequest>,
+) {
+    let mut raw = QueueServiceClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect")
+        .max_decoding_message_size(64 << 20);
+    let (credit_tx, credit_rx) = tokio::sync::mpsc::channel::<pb::ConsumeRequest>(1);
+    credit_tx
+        .send(pb::ConsumeRequest {
+            request: Some(pb::consume_request::Request::Start(pb::ConsumeStart {
+                queue: queue.into(),
+                credit,
+                ..Default::default()
+            })),
+        })
+        .await
+        .expect("start");
+    let stream = raw
+        .consume(tokio_stream::wrappers::ReceiverStream::new(credit_rx))
+        .await
+        .expect("consume")
+        .into_inner();
+    (stream, credit_tx)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_consume_stream_that_reads_nothing_leases_little_and_releases_it_when_it_ends() {
     let cluster = TestCluster::start(3).await;
@@ -44,26 +77,7 @@ async fn a_consume_stream_that_reads_nothing_leases_little_and_releases_it_when_
     client.enqueue("jobs", messages).await.expect("enqueue");
 
     println!("phase: a consumer opens a stream with credit 50 and reads nothing");
-    let mut raw = QueueServiceClient::connect(format!("http://{}", cluster.addr(leader)))
-        .await
-        .expect("connect")
-        .max_decoding_message_size(64 << 20);
-    let (credit_tx, credit_rx) = tokio::sync::mpsc::channel::<pb::ConsumeRequest>(1);
-    credit_tx
-        .send(pb::ConsumeRequest {
-            request: Some(pb::consume_request::Request::Start(pb::ConsumeStart {
-                queue: "jobs".into(),
-                credit: 50,
-                ..Default::default()
-            })),
-        })
-        .await
-        .expect("start");
-    let stream = raw
-        .consume(tokio_stream::wrappers::ReceiverStream::new(credit_rx))
-        .await
-        .expect("consume")
-        .into_inner();
+    let (stream, credit_tx) = open_consume(&cluster.addr(leader), "jobs", 50).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let leased = stats(&client, "jobs").await.in_flight;
     // What the client's HTTP/2 receive window holds (hyper's 2 MiB: four of
@@ -340,26 +354,7 @@ async fn a_consume_stream_on_a_stopping_node_ends_with_unavailable() {
     client.enqueue("jobs", messages).await.expect("enqueue");
 
     println!("phase: a stream leases everything and the client reads nothing yet");
-    let mut raw = QueueServiceClient::connect(format!("http://{}", cluster.addr(leader)))
-        .await
-        .expect("connect")
-        .max_decoding_message_size(64 << 20);
-    let (credit_tx, credit_rx) = tokio::sync::mpsc::channel::<pb::ConsumeRequest>(1);
-    credit_tx
-        .send(pb::ConsumeRequest {
-            request: Some(pb::consume_request::Request::Start(pb::ConsumeStart {
-                queue: "jobs".into(),
-                credit: 1_000,
-                ..Default::default()
-            })),
-        })
-        .await
-        .expect("start");
-    let mut stream = raw
-        .consume(tokio_stream::wrappers::ReceiverStream::new(credit_rx))
-        .await
-        .expect("consume")
-        .into_inner();
+    let (mut stream, credit_tx) = open_consume(&cluster.addr(leader), "jobs", 1_000).await;
     for _ in 0..600 {
         if stats(&client, "jobs").await.in_flight == COUNT {
             break;
