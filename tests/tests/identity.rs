@@ -40,6 +40,18 @@ async fn a_node_whose_data_was_wiped_never_votes_under_its_old_id_and_nothing_ac
         )
         .await
         .expect("create");
+    // What the guarantee rests on: every voter has applied the leader's
+    // registration of every member's log (a tick after the cluster forms).
+    cluster
+        .wait_until("every node knows every member's log incarnation", |c| {
+            c.ids().iter().all(|id| {
+                let record = c.node(*id).node.identity.record();
+                c.ids()
+                    .iter()
+                    .all(|member| record.incarnation(*member).is_some())
+            })
+        })
+        .await;
 
     println!("phase: node {behind} falls behind; 100 sends through leader {leader}");
     cluster.stop(behind).await;
