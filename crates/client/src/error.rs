@@ -60,6 +60,12 @@ impl From<tonic::Status> for Error {
             Code::Unknown | Code::Cancelled if is_transport_failure(status.message()) => {
                 Code::Unavailable
             }
+            // A connection the node closed under a call (a stopping node
+            // closes what is still open after its grace) reaches tonic as
+            // an HTTP/2 error, which it reports as INTERNAL.
+            Code::Internal if status.message().starts_with("h2 protocol error") => {
+                Code::Unavailable
+            }
             code => code,
         };
         Error::new(code, status.message())
@@ -157,6 +163,8 @@ mod tests {
             alert.message.contains("does not trust this client"),
             "{alert}"
         );
+        let closed = Error::from(tonic::Status::internal("h2 protocol error: http2 error"));
+        assert!(closed.is_retryable(), "{closed}");
         let cut = Error::from(tonic::Status::unknown("transport error: connection reset"));
         assert!(cut.is_retryable(), "{cut}");
     }
